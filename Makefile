@@ -1,0 +1,35 @@
+# imrs-companion: `make run` and `make test` work on a fresh machine with python3 >= 3.11.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install sandbox migrate content-check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the bot: the real one when TELEGRAM_BOT_TOKEN is set (environment or .env), otherwise the sandbox.
+run: $(STAMP)
+	$(BIN)/imrs-bot start
+
+## Run the whole test suite (PostgreSQL tests too when TEST_DATABASE_URL is set).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+sandbox: $(STAMP)
+	$(BIN)/imrs-bot sandbox
+
+migrate: $(STAMP)
+	$(BIN)/imrs-bot migrate
+
+clean:
+	rm -rf $(VENV) .pytest_cache
