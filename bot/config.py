@@ -1,0 +1,140 @@
+"""Configuration: environment variables plus an optional ``.env`` file (pydantic-settings).
+
+Every variable is documented in README.md ("Configuration"). A wrong or missing value ends
+the program with one line saying what to do (``ConfigError``), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+# Telegram bot tokens are "<bot id>:<secret>"; the secret is 35 URL-safe characters today.
+TOKEN_PATTERN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{30,100}$")
+DEFAULT_DATABASE_URL = "sqlite:///var/imrs.sqlite3"
+
+
+class Settings(BaseSettings):
+    """What a deployment can configure. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+    telegram_api_file_url: str = "https://api.telegram.org/file/bot"
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+    imrs_keys_file: Path | None = None
+    imrs_keys: SecretStr | None = None
+    # The key store (clients' data keys), a database apart from DATABASE_URL so that erasing a
+    # client reaches backups of the clinical database; default: keystore.sqlite3 next to a
+    # SQLite database, the clinical database itself on PostgreSQL (with a warning at start).
+    imrs_keystore_url: str | None = None
+
+    admin_telegram_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    port: int = Field(default=8080, ge=1, le=65535)
+
+    default_timezone: str = "UTC"
+    default_language: str = "en"
+
+    log_level: str = "INFO"
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @field_validator("telegram_bot_token", mode="before")
+    @classmethod
+    def _token_shape(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        text = str(value.get_secret_value() if isinstance(value, SecretStr) else value).strip()
+        if not TOKEN_PATTERN.match(text):
+            # Never echo the value: it is a secret even when malformed.
+            raise ValueError(
+                "does not look like a bot token (expected '<digits>:<secret>' as given by @BotFather)"
+            )
+        return text
+
+    @field_validator("admin_telegram_ids", mode="before")
+    @classmethod
+    def _comma_separated_ids(cls, value: object) -> object:
+        if value is None or value == "":
+            return frozenset()
+        if isinstance(value, str):
+            parts = [p.strip() for p in re.split(r"[,\s]+", value) if p.strip()]
+            bad = [p for p in parts if not p.lstrip("-").isdigit()]
+            if bad:
+                raise ValueError(f"expected comma-separated numeric Telegram user ids, got {bad[0]!r}")
+            return frozenset(int(p) for p in parts)
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. Europe/Amsterdam)") from None
+        return value
+
+    @field_validator("default_language")
+    @classmethod
+    def _language_code(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not re.fullmatch(r"[a-z]{2,3}", value):
+            raise ValueError(f"{value!r} is not a language code such as 'en' or 'nl'")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://", value):
+            raise ValueError("must be a full URL such as https://bot.example.org/telegram")
+        return value or None
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str | None:
+        return self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded(self) -> bool:
+        """The embedded default: a SQLite file. It migrates itself and may create its keyring."""
+        return self.is_sqlite
+
+    def require_token(self) -> str:
+        if not self.token:
+            raise ConfigError(
+                "TELEGRAM_BOT_TOKEN is not set: put the token from @BotFather in the environment "
+                "or in .env (or try the bot without one: `imrs-bot sandbox`)."
+            )
+        return self.token
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load settings, turning validation errors into one readable ``ConfigError`` line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]).upper() or "configuration"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{field} {message}{more}. See README.md, 'Configuration'.") from None

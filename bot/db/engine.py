@@ -1,0 +1,187 @@
+"""Database URLs, the async engine and sessions.
+
+Two backends are supported: an embedded SQLite file (the default, through
+aiosqlite) and PostgreSQL (through psycopg 3's async API). Callers may pass the
+URLs people usually write (``sqlite:///var/imrs.sqlite3``,
+``postgres://user@host/db``); :func:`normalize_url` picks the async driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from bot.db.errors import DatabaseUnavailable
+
+# scheme (lower-cased, without driver) -> the async SQLAlchemy dialect+driver we use
+_ASYNC_DRIVERS: dict[str, str] = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",  # Heroku-style alias
+    "postgresql": "postgresql+psycopg",
+}
+
+# Applied to every new SQLite connection. WAL lets readers run alongside the
+# writer; busy_timeout makes a second writer wait instead of failing at once;
+# NORMAL synchronous is durable enough in WAL mode and much faster than FULL.
+_SQLITE_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA synchronous=NORMAL",
+)
+
+
+def normalize_url(url: str) -> str:
+    """Return ``url`` with the async driver this project uses.
+
+    ``sqlite://...`` becomes ``sqlite+aiosqlite://...``, ``postgres://`` and
+    ``postgresql://`` become ``postgresql+psycopg://``. A URL that already
+    names a driver (``postgresql+asyncpg://``) is returned unchanged.
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        raise ValueError("not a database URL (expected scheme://...)")
+    if "+" in scheme:
+        return url.strip()
+    driver = _ASYNC_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(f"unsupported database scheme {scheme!r}: use sqlite:// or postgresql://")
+    return f"{driver}://{rest}"
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as text with the password masked: safe for logs and error messages."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except Exception:  # an unparsable URL could contain anything
+        return "<unparsable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_sqlite(url: str) -> bool:
+    """True when ``url`` points to a SQLite database."""
+    return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL, or None for an in-memory database."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    if url.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def create_engine(url: str, *, for_migrations: bool = False, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine for ``url`` (normalized with :func:`normalize_url`).
+
+    SQLite: the parent folder of the database file is created (failing that
+    raises :class:`DatabaseUnavailable`), and every new connection gets WAL
+    mode, ``foreign_keys=ON``, ``busy_timeout=5000`` and ``synchronous=NORMAL``.
+
+    ``for_migrations=True`` (SQLite only; used by bot.db.migrate and env.py) changes two
+    things for the migration run: foreign keys are left OFF, because Alembic's
+    batch mode rebuilds tables with "copy, drop, rename" and a DROP TABLE with
+    foreign keys ON would cascade deletes into child tables (env.py runs
+    ``PRAGMA foreign_key_check`` afterwards instead); and real ``BEGIN``
+    statements are emitted so that a migration run is atomic (the sqlite3
+    driver's legacy mode would otherwise autocommit every DDL statement).
+
+    PostgreSQL: ``pool_pre_ping`` so that connections dropped by the server or
+    a proxy are replaced transparently.
+
+    Extra ``kwargs`` go to SQLAlchemy's ``create_async_engine`` (e.g. ``poolclass``).
+    """
+    sa_url = make_url(normalize_url(url))
+    backend = sa_url.get_backend_name()
+    # Statement parameters (ciphertext, ids) never appear in SQL logs or error messages.
+    kwargs.setdefault("hide_parameters", True)
+
+    if backend == "sqlite":
+        path = _sqlite_file(sa_url)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnavailable(
+                    f"Cannot create the folder {path.parent} for the SQLite database: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        engine = _create_async_engine(sa_url, **kwargs)
+        _install_sqlite_hooks(engine, for_migrations=for_migrations)
+        return engine
+
+    if backend == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        return _create_async_engine(sa_url, **kwargs)
+
+    raise ValueError(f"unsupported database backend {backend!r}: use SQLite or PostgreSQL")
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, for_migrations: bool) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+        if for_migrations:
+            # Let SQLAlchemy (the "begin" hook below) decide when transactions start.
+            dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            cursor.execute(f"PRAGMA foreign_keys={'OFF' if for_migrations else 'ON'}")
+        finally:
+            cursor.close()
+
+    if for_migrations:
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for ``engine``; objects stay usable after commit (no implicit reloads in async)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Like ``async with engine.connect()``, but failing to connect raises
+    :class:`DatabaseUnavailable` (errors after connecting propagate unchanged)."""
+    connection = engine.connect()
+    try:
+        await connection.start()
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseUnavailable(_unavailable_message(engine.url, exc)) from exc
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def check_database(engine: AsyncEngine) -> None:
+    """Run ``SELECT 1``; raise :class:`DatabaseUnavailable` (password-free message) on failure."""
+    async with connect(engine) as connection:
+        try:
+            await connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseUnavailable(_unavailable_message(engine.url, exc)) from exc
+
+
+def _unavailable_message(url: URL, exc: BaseException) -> str:
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    # libpq never echoes passwords, but a malformed conninfo may be quoted back: mask it anyway.
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return f"Cannot reach the database at {safe_url(url)}: {reason}"

@@ -1,0 +1,202 @@
+"""The ORM models (SQLAlchemy 2 typed declarative).
+
+The schema only ever changes through a new Alembic migration in
+``migrations/versions``; ``tests/test_migrations.py`` checks that these models
+and the migrated schema agree, so a model change without a migration fails the
+tests.
+
+Privacy: anything a person wrote is an encrypted column (``encrypted(owner=...)``, see
+bot.crypto.fields): stored as AES-GCM ciphertext under the owner's data key, plaintext in
+the objects. ``people.alias`` (a pseudonym, never a real name) is the first one.
+
+Ids: people (and every table with encrypted columns) get random 63-bit ids assigned in
+Python, because the row id is bound into the ciphertext and must be known before the
+INSERT. Every column referring to a person is therefore ``PersonId`` (BIGINT on
+PostgreSQL, SQLite's 64-bit INTEGER).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.crypto.fields import PersonId, encrypted, row_id_column
+from bot.db.types import UTCDateTime, utcnow
+
+# The naming convention recommended by Alembic: every constraint and index gets a
+# deterministic name, so later migrations can drop/alter them on every backend
+# (SQLite batch mode needs names to find constraints again).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    # Python `datetime` columns default to our UTC-enforcing type.
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    STAFF = "staff"
+    THERAPIST = "therapist"
+    CLIENT = "client"
+
+
+class ConsentChoice(enum.StrEnum):
+    GRANTED = "granted"
+    WITHDRAWN = "withdrawn"
+
+
+def _string_enum(enum_cls: type[enum.StrEnum], name: str, length: int = 16) -> Enum:
+    """A portable "string enum": VARCHAR plus a named CHECK constraint (no native PG enum).
+
+    Values (not member names) are stored, so the database reads ``'admin'``.
+    Adding a member later needs a migration that replaces the CHECK constraint.
+    """
+    return Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Person(Base):
+    """Anyone who talks to the bot: admins, staff, therapists and clients."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = row_id_column()
+    telegram_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    role: Mapped[Role] = mapped_column(_string_enum(Role, "role"))
+    language: Mapped[str] = mapped_column(String(16))  # BCP 47 tag, e.g. "en", "nl"
+    timezone: Mapped[str] = mapped_column(String(64))  # IANA name, e.g. "Europe/Amsterdam"
+    alias: Mapped[str | None] = encrypted(owner="id", max_length=64)  # a pseudonym, never a real name
+    display_name: Mapped[str | None] = mapped_column(String(128))  # therapists and staff
+    active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_seen_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:  # no telegram id / alias in logs
+        return f"<Person id={self.id} role={self.role}>"
+
+
+class TherapistClientLink(Base):
+    """Which therapist a client works with; history is kept by ending links, not deleting them."""
+
+    __tablename__ = "therapist_client_links"
+    __table_args__ = (CheckConstraint("therapist_id <> client_id", name="not_self"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    therapist_id: Mapped[int] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[int] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return (
+            f"<TherapistClientLink id={self.id} therapist_id={self.therapist_id} "
+            f"client_id={self.client_id} active={self.ended_at is None}>"
+        )
+
+
+# At most one active (not ended) link per client. A partial unique index expresses
+# this on both SQLite and PostgreSQL; declared after the class so that the WHERE
+# clause can use the mapped column.
+Index(
+    "uq_therapist_client_links_active_client",
+    TherapistClientLink.client_id,
+    unique=True,
+    sqlite_where=TherapistClientLink.ended_at.is_(None),
+    postgresql_where=TherapistClientLink.ended_at.is_(None),
+)
+
+
+class ConsentRecord(Base):
+    """One consent decision. Append-only by convention: a withdrawal is a new row."""
+
+    __tablename__ = "consent_records"
+    # "The latest consent of a person" is the common query.
+    __table_args__ = (
+        Index("ix_consent_records_person_id_recorded_at", "person_id", "recorded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    consent_version: Mapped[str] = mapped_column(String(32))
+    choice: Mapped[ConsentChoice] = mapped_column(_string_enum(ConsentChoice, "choice"))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConsentRecord id={self.id} person_id={self.person_id} "
+            f"version={self.consent_version!r} choice={self.choice}>"
+        )
+
+
+class AuditEvent(Base):
+    """Who did what, when. ``detail`` holds ids and codes only, never clinical text."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # NULL actor = the system itself (scheduled jobs, migrations, ...).
+    actor_telegram_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    actor_role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "person.created"
+    # Audit history outlives the person it was about: deleting them only unlinks.
+    subject_person_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+    def __repr__(self) -> str:
+        return f"<AuditEvent id={self.id} action={self.action!r} at={self.occurred_at}>"
+
+
+class ConversationState(Base):
+    """The state of a persistent python-telegram-bot ConversationHandler (see bot.persistence).
+
+    ``key`` is the conversation key tuple, JSON-encoded (e.g. ``[123,456]``);
+    ``state`` is the handler state (an int or a string), stored as JSON.
+    """
+
+    __tablename__ = "conversation_states"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<ConversationState name={self.name!r} key={self.key!r}>"

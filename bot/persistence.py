@@ -1,0 +1,116 @@
+"""python-telegram-bot persistence on our SQL database: conversation states only.
+
+Why only conversation states: everything a person tells the bot goes into proper
+tables through the services (encrypted where it is sensitive), never into PTB's
+free-form ``user_data`` / ``chat_data`` / ``bot_data`` dicts. Persisting those
+dicts would create an unencrypted blob that could quietly collect clinical text,
+so this persistence does not store them at all (``store_data`` is all False, so
+the Application never even calls the corresponding methods; they are no-ops).
+
+What is stored: for every persistent, named ``ConversationHandler``, the state of
+each ongoing conversation (an int or a string), keyed by the conversation key
+(e.g. ``(chat_id, user_id)``). That is what lets a conversation continue where it
+was after the bot restarts.
+
+Writes go to the database immediately in :meth:`update_conversation` (the
+Application calls it from ``update_persistence`` every ``update_interval``
+seconds and on shutdown), so :meth:`flush` has nothing left to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram.ext import BasePersistence, PersistenceInput
+
+from bot.db.repositories import ConversationKey, ConversationStateRepository
+
+_NOTHING = PersistenceInput(bot_data=False, chat_data=False, user_data=False, callback_data=False)
+
+Data = dict[Any, Any]
+# python-telegram-bot's (private) CDCData alias: the callback-data cache contents.
+CallbackData = tuple[list[tuple[str, float, dict[str, Any]]], dict[str, str]]
+
+
+class SqlPersistence(BasePersistence[Data, Data, Data]):
+    """A :class:`telegram.ext.BasePersistence` keeping conversation states in SQL.
+
+    ``SqlPersistence(session_factory, update_interval=1.0)``: a short interval,
+    because a state change only reaches the database on the Application's next
+    ``update_persistence`` run (the writes themselves are cheap upserts of
+    changed conversations only).
+    """
+
+    __slots__ = ("_session_factory", "_write_lock")
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        update_interval: float = 1.0,
+    ) -> None:
+        super().__init__(store_data=_NOTHING, update_interval=update_interval)
+        self._session_factory = session_factory
+        # The Application gathers all update_conversation() calls concurrently.
+        # Serializing them keeps SQLite to one writer (no lock contention) and
+        # bounds the connections used on PostgreSQL; each write is one short
+        # transaction.
+        self._write_lock = asyncio.Lock()
+
+    # -- conversations: the only thing stored ------------------------------------
+
+    async def get_conversations(self, name: str) -> dict[ConversationKey, object]:
+        async with self._session_factory() as session:
+            return await ConversationStateRepository(session).load(name)
+
+    async def update_conversation(
+        self, name: str, key: ConversationKey, new_state: object | None
+    ) -> None:
+        async with self._write_lock, self._session_factory() as session, session.begin():
+            await ConversationStateRepository(session).save(name, key, new_state)
+
+    async def flush(self) -> None:
+        """Nothing is buffered: :meth:`update_conversation` writes through."""
+
+    # -- user / chat / bot / callback data: deliberately not stored --------------
+
+    async def get_user_data(self) -> dict[int, Data]:
+        return {}
+
+    async def get_chat_data(self) -> dict[int, Data]:
+        return {}
+
+    async def get_bot_data(self) -> Data:
+        return {}
+
+    async def get_callback_data(self) -> CallbackData | None:
+        return None
+
+    async def update_user_data(self, user_id: int, data: Data) -> None:
+        pass
+
+    async def update_chat_data(self, chat_id: int, data: Data) -> None:
+        pass
+
+    async def update_bot_data(self, data: Data) -> None:
+        pass
+
+    async def update_callback_data(self, data: CallbackData) -> None:
+        pass
+
+    async def drop_user_data(self, user_id: int) -> None:
+        pass
+
+    async def drop_chat_data(self, chat_id: int) -> None:
+        pass
+
+    async def refresh_user_data(self, user_id: int, user_data: Data) -> None:
+        pass
+
+    async def refresh_chat_data(self, chat_id: int, chat_data: Data) -> None:
+        pass
+
+    async def refresh_bot_data(self, bot_data: Data) -> None:
+        pass

@@ -1,0 +1,272 @@
+"""Alembic migrations on both backends: up, down, models == schema, ensure_schema."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData
+
+from bot.db import migrate
+from bot.db.engine import create_engine
+from bot.db.errors import DatabaseUnavailable, SchemaNotMigrated
+from bot.db.migrate import (
+    REPO_ROOT,
+    current_revision,
+    downgrade,
+    ensure_schema,
+    head_revision,
+    upgrade,
+)
+from bot.db.models import Base
+
+APP_TABLES = {
+    "people",
+    "therapist_client_links",
+    "consent_records",
+    "audit_events",
+    "conversation_states",
+}
+
+
+async def schema_diff(url: str, metadata: MetaData = Base.metadata) -> list[Any]:
+    """What ``alembic check`` would report: the autogenerate diff between models and database."""
+
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(
+            connection,
+            opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"},
+        )
+        return list(compare_metadata(context, metadata))
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(compare)
+    finally:
+        await engine.dispose()
+
+
+async def table_names(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return set(await connection.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+def test_migrations_form_one_line_from_the_initial_revision() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_heads() == [head_revision()], "one head: no unmerged branches"
+    revisions = [rev.revision for rev in script.walk_revisions("base", "heads")]
+    assert revisions[-1] == "0001"
+    assert (REPO_ROOT / "migrations" / "versions" / "0001_initial.py").is_file()
+
+
+async def test_upgrade_from_empty_to_head(database_url: str) -> None:
+    assert await current_revision(database_url) is None
+    await upgrade(database_url)
+    assert await current_revision(database_url) == head_revision()
+    assert await table_names(database_url) == APP_TABLES | {"alembic_version"}
+    await upgrade(database_url)  # a no-op at head
+    assert await current_revision(database_url) == head_revision()
+
+
+async def test_models_and_migrated_schema_agree(migrated_url: str) -> None:
+    assert await schema_diff(migrated_url) == []
+
+
+async def test_the_schema_comparison_does_notice_differences(migrated_url: str) -> None:
+    """Guard against a vacuous check: a model change without a migration must show up."""
+    changed = MetaData(naming_convention=Base.metadata.naming_convention)
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["people"].append_column(sa.Column("nickname", sa.String(32)))
+    changed.tables["audit_events"].c.action.type = sa.String(200)
+
+    diff = await schema_diff(migrated_url, changed)
+    kinds = {entry[0] if isinstance(entry, tuple) else entry[0][0] for entry in diff}
+    assert "add_column" in kinds
+    assert "modify_type" in kinds
+
+
+async def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
+    await downgrade(migrated_url, "base")
+    assert await current_revision(migrated_url) is None
+    assert await table_names(migrated_url) <= {"alembic_version"}
+
+    await upgrade(migrated_url)
+    assert await current_revision(migrated_url) == head_revision()
+    assert await schema_diff(migrated_url) == []
+
+
+async def test_constraint_names_follow_the_convention(migrated_url: str) -> None:
+    def names(connection: Connection) -> dict[str, set[str | None]]:
+        inspector = sa.inspect(connection)
+        found: dict[str, set[str | None]] = {
+            "pk": set(),
+            "uq": set(),
+            "fk": set(),
+            "ck": set(),
+            "ix": set(),
+        }
+        for table in APP_TABLES:
+            found["pk"].add(inspector.get_pk_constraint(table)["name"])
+            found["uq"] |= {c["name"] for c in inspector.get_unique_constraints(table)}
+            found["fk"] |= {c["name"] for c in inspector.get_foreign_keys(table)}
+            found["ck"] |= {c["name"] for c in inspector.get_check_constraints(table)}
+            found["ix"] |= {i["name"] for i in inspector.get_indexes(table)}
+        return found
+
+    engine = create_engine(migrated_url)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.run_sync(names)
+    finally:
+        await engine.dispose()
+
+    assert found["pk"] == {f"pk_{table}" for table in APP_TABLES}
+    assert "uq_people_telegram_id" in found["uq"]
+    assert found["fk"] == {
+        "fk_therapist_client_links_therapist_id_people",
+        "fk_therapist_client_links_client_id_people",
+        "fk_consent_records_person_id_people",
+        "fk_audit_events_subject_person_id_people",
+    }
+    assert found["ck"] == {
+        "ck_people_role",
+        "ck_consent_records_choice",
+        "ck_therapist_client_links_not_self",
+    }
+    assert {
+        "ix_audit_events_occurred_at",
+        "ix_audit_events_actor_telegram_id",
+        "ix_audit_events_subject_person_id",
+        "ix_therapist_client_links_therapist_id",
+        "ix_therapist_client_links_client_id",
+        "ix_consent_records_person_id_recorded_at",
+        "uq_therapist_client_links_active_client",
+    } <= found["ix"]
+
+
+# -- ensure_schema ---------------------------------------------------------------
+
+
+async def test_ensure_schema_auto_migrates(database_url: str) -> None:
+    await ensure_schema(database_url, auto_migrate=True)
+    assert await current_revision(database_url) == head_revision()
+    await ensure_schema(database_url, auto_migrate=True)  # idempotent
+    await ensure_schema(database_url, auto_migrate=False)  # at head: nothing to complain about
+
+
+async def test_ensure_schema_refuses_an_unmigrated_database(database_url: str) -> None:
+    """What the bot does with a server database (and SQLite when auto-migration is off)."""
+    with pytest.raises(SchemaNotMigrated) as raised:
+        await ensure_schema(database_url, auto_migrate=False)
+    message = str(raised.value)
+    assert "imrs-bot migrate" in message
+    assert head_revision() in message
+    assert raised.value.current is None and raised.value.head == head_revision()
+    assert await current_revision(database_url) is None  # untouched
+    assert await table_names(database_url) <= {"alembic_version"}
+
+
+async def test_ensure_schema_never_touches_a_database_from_newer_code(migrated_url: str) -> None:
+    engine = create_engine(migrated_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+    for auto_migrate in (True, False):
+        with pytest.raises(SchemaNotMigrated, match="9999"):
+            await ensure_schema(migrated_url, auto_migrate=auto_migrate)
+
+
+async def test_ensure_schema_reports_an_unreachable_database() -> None:
+    url = "postgresql://imrs:s3cret-pw@127.0.0.1:1/imrs?connect_timeout=3"
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await ensure_schema(url, auto_migrate=False)
+    assert "s3cret-pw" not in str(raised.value)
+
+
+# -- the alembic command line from a checkout ------------------------------------
+
+
+@pytest.mark.slow
+def test_alembic_command_line_from_the_checkout(database_url: str) -> None:
+    """``alembic upgrade head`` / ``downgrade base`` work with $DATABASE_URL (env.py's own loop)."""
+    env = os.environ | {"DATABASE_URL": database_url}
+
+    def alembic(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "alembic", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    alembic("upgrade", "head")
+    assert f"{head_revision()} (head)" in alembic("current")
+    alembic("check")  # exits non-zero if the models and the schema differ
+    alembic("downgrade", "base")
+    assert "(head)" not in alembic("current")
+
+
+FAILING_REVISION = '''
+"""a migration that fails half-way"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
+    with op.batch_alter_table("people") as batch_op:
+        batch_op.add_column(sa.Column("half_done_column", sa.String(10)))
+    op.execute("SELECT * FROM no_such_table")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+async def test_a_failing_migration_leaves_the_database_as_it_was(
+    migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction per run, on SQLite too: the embedded database auto-migrates at startup,
+    so a migration failing half-way must not leave it half-migrated."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(
+        REPO_ROOT / "migrations", migrations, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    head = head_revision()
+    (migrations / "versions" / "9999_fails.py").write_text(FAILING_REVISION.replace("{head}", head))
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", migrations)
+    assert head_revision() == "9999"
+
+    with pytest.raises(sa.exc.DBAPIError):
+        await upgrade(migrated_url)
+
+    assert await current_revision(migrated_url) == head
+    assert await table_names(migrated_url) == APP_TABLES | {"alembic_version"}
+    assert await schema_diff(migrated_url) == []
