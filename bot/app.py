@@ -1,0 +1,57 @@
+"""The application factory: one place that wires python-telegram-bot to the project."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from telegram.constants import ParseMode
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
+
+import handlers
+from bot.config import Settings
+from bot.context import SERVICES_KEY, BotContext
+from bot.persistence import SqlPersistence
+from bot.services import Services
+
+# A RetryAfter from Telegram is waited out and the call retried this many times.
+RATE_LIMIT_RETRIES = 3
+
+
+def build_application(
+    settings: Settings, services: Services, *, persistence_interval: float = 1.0
+) -> Application:
+    """Build the bot. Nothing touches the network until the application is initialized."""
+    application = (
+        ApplicationBuilder()
+        .token(settings.require_token())
+        .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_api_file_url)
+        .defaults(
+            Defaults(
+                parse_mode=ParseMode.HTML,
+                tzinfo=ZoneInfo(settings.default_timezone),
+                # Clinical conversation: messages cannot be forwarded or saved by default.
+                # Messages meant to be shared (an invite link, a data export) opt out.
+                protect_content=True,
+            )
+        )
+        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .persistence(SqlPersistence(services.sessions, update_interval=persistence_interval))
+        .context_types(ContextTypes(context=BotContext))
+        # ConversationHandler needs updates of one person processed in order.
+        .concurrent_updates(False)
+        .post_init(post_init)
+        .build()
+    )
+    application.bot_data[SERVICES_KEY] = services
+    handlers.register(application)
+    return application
+
+
+async def post_init(application: Application) -> None:
+    """After initialize(): the command menus and profile texts, per role and language."""
+    services: Services = application.bot_data[SERVICES_KEY]
+    await services.menus.apply_defaults(application.bot)
+    for admin_id in sorted(services.settings.admin_telegram_ids):
+        identity = await services.people.identify(admin_id, "", None)
+        await services.menus.apply_quietly(application.bot, identity)

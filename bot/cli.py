@@ -1,0 +1,269 @@
+"""``imrs-bot``: the command line.
+
+    imrs-bot run [--webhook]   serve the bot (long polling, or the webhook server on $PORT)
+    imrs-bot start             the bot when TELEGRAM_BOT_TOKEN is set, else the sandbox
+    imrs-bot sandbox           try the bot in the terminal, against a local Bot API emulator
+    imrs-bot migrate           bring the database schema up to date
+    imrs-bot keys init         write a new encryption keyring file (mode 0600)
+    imrs-bot keys add          add a new key-encryption key to the keyring and make it active
+    imrs-bot keys rotate       add a key, then re-wrap every client's data key under it
+    imrs-bot keys retire ID    remove a key no data key is wrapped under any more
+
+A configuration problem ends with one line saying what to do and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from telegram.error import InvalidToken, NetworkError
+
+from bot.config import Settings, load_settings
+from bot.content import ContentError
+from bot.db.errors import DataLayerError
+from bot.errors import OperatorError
+from bot.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def _serve(coro_factory: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run until SIGINT/SIGTERM, then let the coroutine shut down cleanly."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+
+    asyncio.run(main())
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.runtime import run_bot
+
+    settings.require_token()
+    configure_logging(settings.log_level, token=settings.token)
+    _serve(lambda stop: run_bot(settings, webhook=args.webhook, stop=stop))
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> None:
+    if settings.token:
+        args.webhook = False
+        cmd_run(args, settings)
+    else:
+        print("No TELEGRAM_BOT_TOKEN configured: opening the sandbox instead.\n", file=sys.stderr)
+        cmd_sandbox(args, settings)
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.sandbox.session import SANDBOX_DIR, run_sandbox
+
+    configure_logging(settings.log_level, file=SANDBOX_DIR / "bot.log")
+    try:
+        asyncio.run(run_sandbox(settings, fresh=getattr(args, "fresh", False)))
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.crypto.keystore import resolve_keystore_url
+    from bot.db.engine import check_database, create_engine, safe_url
+    from bot.db.migrate import current_revision, upgrade
+
+    configure_logging(settings.log_level)
+    keystore = resolve_keystore_url(settings.database_url, settings.imrs_keystore_url)
+
+    async def migrate() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await check_database(engine)
+        finally:
+            await engine.dispose()
+        before = await current_revision(settings.database_url)
+        # The key store too, so that a bot running with a role that cannot create tables
+        # finds it ready.
+        await upgrade(settings.database_url, keystore_url=keystore.url)
+        after = await current_revision(settings.database_url)
+        where = safe_url(settings.database_url)
+        if before == after:
+            print(f"{where}: already up to date (revision {after}).")
+        else:
+            print(f"{where}: migrated from {before or 'an empty database'} to revision {after}.")
+
+    asyncio.run(migrate())
+
+
+def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.crypto.keyring import generate_keyring, write_keyring
+
+    keyring = generate_keyring()
+    if args.stdout:
+        print(keyring.to_json())
+        return
+    path = Path(args.file)
+    write_keyring(path, keyring)
+    print(
+        f"Wrote a new keyring to {path} (mode 0600, active key {keyring.active}).\n"
+        f"Set IMRS_KEYS_FILE={path} and keep a backup somewhere safe: without it the data cannot be read."
+    )
+
+
+def cmd_keys_add(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.crypto.rotation import add_key
+
+    source, key_id = add_key(settings)
+    if source.path is None:
+        print(source.keyring.to_json())
+        print(
+            f"Added key {key_id} (active). The keyring comes from IMRS_KEYS: put the JSON above "
+            "into IMRS_KEYS, restart the bot, then run `imrs-bot keys rotate --resume`.",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"Added key {key_id} to {source.path} and made it active: new data keys are wrapped "
+        "under it. Run `imrs-bot keys rotate --resume` to re-wrap the existing ones, and back "
+        "the keyring up."
+    )
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.crypto.rotation import rotate_keys
+
+    configure_logging(settings.log_level)
+    added, result = asyncio.run(
+        rotate_keys(settings, resume=args.resume, batch_size=args.batch_size)
+    )
+    if added:
+        print(f"Added key {added} to the keyring and made it active (back the keyring up).")
+    print(
+        f"Re-wrapped {result.rewrapped} data key(s) under {result.kek_id} in "
+        f"{result.batches} batch(es)."
+    )
+    if not result.complete:
+        raise OperatorError(
+            f"{result.remaining} data key(s) are not under {result.kek_id} yet (locked by "
+            "another rotation, or created meanwhile): run `imrs-bot keys rotate --resume` again."
+        )
+    print("Every data key is wrapped under the active key: older keys can now be retired.")
+
+
+def cmd_keys_retire(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.crypto.rotation import retire_key
+
+    configure_logging(settings.log_level)
+    source = asyncio.run(retire_key(settings, args.kek_id))
+    if source.path is None:
+        print(source.keyring.to_json())
+        print(
+            f"Removed key {args.kek_id}: put the JSON above into IMRS_KEYS. Key store backups "
+            "made before the rotation need the old keyring.",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"Removed key {args.kek_id} from {source.path}. Key store backups made before the "
+        "rotation can only be read with a backup of the old keyring."
+    )
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imrs-bot",
+        description="imrs-companion: a Telegram companion for clients between Imagery Rescripting sessions.",
+        epilog="Configuration comes from the environment and .env; see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="serve the bot (long polling by default)")
+    run.add_argument(
+        "--webhook",
+        action="store_true",
+        help="serve the webhook server on $PORT (needs WEBHOOK_URL and WEBHOOK_SECRET)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    start = sub.add_parser("start", help="the bot if TELEGRAM_BOT_TOKEN is set, else the sandbox (`make run`)")
+    start.set_defaults(func=cmd_start)
+
+    sandbox = sub.add_parser("sandbox", help="try the bot in this terminal, without Telegram")
+    sandbox.add_argument("--fresh", action="store_true", help="start from an empty sandbox database")
+    sandbox.set_defaults(func=cmd_sandbox)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="manage the encryption keyring")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    init = keys_sub.add_parser("init", help="write a new keyring file readable only by you")
+    init.add_argument("--file", default="keys.json", help="where to write it (default: keys.json)")
+    init.add_argument("--stdout", action="store_true", help="print it instead, e.g. for IMRS_KEYS")
+    init.set_defaults(func=cmd_keys_init)
+    add = keys_sub.add_parser(
+        "add", help="add a new key-encryption key and make it active (IMRS_KEYS: print the keyring)"
+    )
+    add.set_defaults(func=cmd_keys_add)
+    rotate = keys_sub.add_parser(
+        "rotate", help="add a key, then re-wrap every data key under it (resumable, bot may run)"
+    )
+    rotate.add_argument(
+        "--resume",
+        action="store_true",
+        help="do not add a key: re-wrap what is not under the active key yet",
+    )
+    rotate.add_argument(
+        "--batch-size", type=int, default=500, help="data keys per transaction (default: 500)"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
+    retire = keys_sub.add_parser(
+        "retire", help="remove a key from the keyring once no data key is wrapped under it"
+    )
+    retire.add_argument("kek_id", metavar="KEY_ID", help="the key id, e.g. k20261126-3f9a")
+    retire.set_defaults(func=cmd_keys_retire)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        args.func(args, settings)
+    except (OperatorError, DataLayerError, ContentError) as exc:
+        print(f"imrs-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except InvalidToken:
+        print(
+            "imrs-bot: the Bot API server rejected TELEGRAM_BOT_TOKEN: check it with @BotFather "
+            "(and TELEGRAM_API_BASE_URL if you use your own Bot API server).",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    except NetworkError as exc:
+        print(
+            f"imrs-bot: cannot reach the Bot API server ({type(exc).__name__}): check the network "
+            "and TELEGRAM_API_BASE_URL.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

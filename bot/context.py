@@ -1,0 +1,42 @@
+"""The callback context handlers receive: ``context.services`` and ``await context.identity()``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from telegram.ext import Application, CallbackContext, ExtBot
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from bot.services.people import Identity
+
+SERVICES_KEY = "services"
+
+
+class BotContext(CallbackContext[ExtBot, dict, dict, dict]):
+    """One context per update (PTB reuses it across handler groups), so the identity lookup
+    is done at most once per update."""
+
+    def __init__(self, application: Application, chat_id: int | None = None, user_id: int | None = None):
+        super().__init__(application=application, chat_id=chat_id, user_id=user_id)
+        self._identity: Identity | None = None
+
+    @property
+    def services(self) -> Services:
+        return self.application.bot_data[SERVICES_KEY]
+
+    async def identity(self, update: object) -> Identity:
+        """Who is asking. Cached for the rest of this update."""
+        from telegram import Update
+
+        if self._identity is None:
+            assert isinstance(update, Update) and update.effective_user is not None
+            user = update.effective_user
+            self._identity = await self.services.people.identify(
+                user.id, user.first_name, user.language_code
+            )
+        return self._identity
+
+    def remember_identity(self, identity: Identity) -> None:
+        """Replace the cached identity after a change (e.g. a registration)."""
+        self._identity = identity

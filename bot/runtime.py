@@ -1,0 +1,140 @@
+"""Running the bot: open the database and keyring, build the application, serve updates.
+
+``run_bot`` is the one code path for production (``imrs-bot run``), the sandbox and the
+tests: they differ only in the settings (which Bot API server, which database) and in who
+sets the stop event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from telegram import Update
+from telegram.ext import Application
+
+from bot.app import build_application
+from bot.config import Settings
+from bot.content import Content
+from bot.crypto.fields import FieldCrypto
+from bot.crypto.keyring import EMBEDDED_KEYS_FILE, Keyring, load_keyring
+from bot.crypto.keystore import SHARED_KEYSTORE_WARNING, KeyStore, resolve_keystore_url
+from bot.db.engine import check_database, create_engine, session_factory
+from bot.db.migrate import ensure_schema
+from bot.services import Services
+from bot.services.menus import CommandMenus
+from bot.services.people import PeopleService
+
+_log = logging.getLogger(__name__)
+
+
+async def open_services(
+    settings: Settings, *, embedded_keys_file: Path = EMBEDDED_KEYS_FILE
+) -> Services:
+    """Everything the handlers need, checked: a reachable, migrated database, a keyring and
+    the key store (bot.crypto.keystore) behind the encrypted columns.
+
+    The embedded SQLite default migrates itself; any other database must have been
+    migrated with ``imrs-bot migrate`` (a release step), so two instances never race.
+    The key store always migrates itself (see bot.db.migrate.ensure_keystore_schema)."""
+    content = Content(default_language=settings.default_language)
+    keyring = load_keyring(
+        keys_json=settings.imrs_keys.get_secret_value() if settings.imrs_keys else None,
+        keys_file=settings.imrs_keys_file,
+        embedded=settings.embedded,
+        embedded_file=embedded_keys_file,
+    )
+    engine = create_engine(settings.database_url)
+    try:
+        await check_database(engine)
+        await ensure_schema(settings.database_url, auto_migrate=settings.embedded)
+        keystore = await _open_keystore(settings, keyring, embedded_keys_file)
+    except BaseException:
+        await engine.dispose()
+        raise
+    crypto = FieldCrypto(keystore)
+    sessions = crypto.attach(session_factory(engine))
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        content=content,
+        keyring=keyring,
+        people=PeopleService(
+            sessions,
+            content,
+            admin_ids=settings.admin_telegram_ids,
+            default_timezone=settings.default_timezone,
+        ),
+        menus=CommandMenus(content),
+        crypto=crypto,
+    )
+
+
+async def _open_keystore(settings: Settings, keyring: Keyring, embedded_keys_file: Path) -> KeyStore:
+    """The key store (IMRS_KEYSTORE_URL, or its default), migrated. A keyring from a file is
+    followed when ``imrs-bot keys add/rotate/retire`` rewrite it; one from IMRS_KEYS is fixed."""
+    location = resolve_keystore_url(settings.database_url, settings.imrs_keystore_url)
+    if location.shared_with_clinical:
+        _log.warning(SHARED_KEYSTORE_WARNING)
+    keyring_file: Path | None = None
+    if not settings.imrs_keys:
+        keyring_file = settings.imrs_keys_file or (embedded_keys_file if settings.embedded else None)
+    return await KeyStore.open(location.url, keyring, keyring_file=keyring_file)
+
+
+async def run_bot(
+    settings: Settings,
+    *,
+    webhook: bool = False,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    services: Services | None = None,
+    poll_timeout: int = 30,
+) -> None:
+    """Serve updates until ``stop`` is set (or forever), then shut down cleanly.
+
+    Polling by default; with ``webhook`` the project's webhook server on ``settings.port``
+    (see ``bot.webhook``). ``ready`` is set once updates are being received."""
+    stop = stop or asyncio.Event()
+    owns_services = services is None
+    services = services or await open_services(settings)
+    application = build_application(settings, services)
+    server = None
+    try:
+        async with application:  # initialize(): getMe, persistence loaded
+            if application.post_init:
+                await application.post_init(application)
+            await application.start()
+            if webhook:
+                from bot.webhook import start_webhook_server
+
+                server = await start_webhook_server(application, settings)
+            else:
+                await _start_polling(application, poll_timeout)
+            _log.info("Bot @%s is running (%s)", application.bot.username, "webhook" if webhook else "polling")
+            if ready:
+                ready.set()
+            await stop.wait()
+            _log.info("Stopping")
+            if server is not None:
+                server.stop()
+            elif application.updater and application.updater.running:
+                await application.updater.stop()
+            await application.stop()
+    finally:
+        if owns_services:
+            await services.close()
+
+
+async def _start_polling(application: Application, poll_timeout: int) -> None:
+    assert application.updater is not None
+    # A webhook left over from a webhook deployment would make getUpdates fail.
+    await application.bot.delete_webhook(drop_pending_updates=False)
+    await application.updater.start_polling(
+        poll_interval=0,
+        timeout=poll_timeout,
+        allowed_updates=Update.ALL_TYPES,
+        drop_pending_updates=False,
+    )

@@ -1,0 +1,60 @@
+"""Every handler, registered in one explicit order.
+
+python-telegram-bot tries the handlers of a group in order and runs the first that
+matches; groups run from the lowest number up. The order below is the product's routing:
+
+  group SEEN (-100)  remember the texts this update carries, so that logs can redact them
+  group GUARD (-10)  private chats only: groups get a polite refusal and nothing else runs
+  group MAIN  (0)    1. conversations (their states take precedence while one is active)
+                     2. commands available at any time (/help, /about, /cancel or a stop word)
+                     3. fallbacks: unknown commands, stray text, stale buttons
+  group AFTER (100)  write conversation states through to the database after every update
+
+Add a new conversation to ``conversations()``, a command available at any time to
+``general.build``; nothing goes after the fallbacks, which match everything.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import Application, BaseHandler, TypeHandler
+
+from bot.content import Content
+from bot.context import SERVICES_KEY
+from bot.logs import remember_update_texts
+from handlers import errors, fallback, general, guard, start
+
+SEEN, GUARD, MAIN, AFTER = -100, -10, 0, 100
+
+
+def conversations(content: Content) -> list[BaseHandler]:
+    """Every conversation ends on /cancel or a stop word, whatever state it is in."""
+    fallbacks = general.cancel_in_conversation(content)
+    free_text = general.free_text(content)
+    return [
+        start.build(fallbacks, free_text),
+    ]
+
+
+async def _persist_now(update: Update, context) -> None:
+    """PTB writes persistence on an interval; writing after each update means a restart (or
+    a crash) loses no step a person has completed."""
+    await context.application.update_persistence()
+
+
+async def _remember_texts(update: Update, context) -> None:
+    remember_update_texts(update)
+
+
+def register(application: Application) -> None:
+    application.add_handler(TypeHandler(Update, _remember_texts), group=SEEN)
+    application.add_handler(guard.handler, group=GUARD)
+
+    content: Content = application.bot_data[SERVICES_KEY].content
+    application.add_handlers(conversations(content), group=MAIN)
+    application.add_handlers(general.build(content), group=MAIN)
+    application.add_handlers(fallback.handlers, group=MAIN)
+
+    application.add_handler(TypeHandler(Update, _persist_now), group=AFTER)
+
+    application.add_error_handler(errors.on_error)

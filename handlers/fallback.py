@@ -1,0 +1,33 @@
+"""Last resort: what nobody else handled gets a helpful answer instead of silence."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import CallbackQueryHandler, MessageHandler, filters
+
+from bot.context import BotContext
+from handlers.common import crisis_block, say, text
+
+
+async def unknown_command(update: Update, context: BotContext) -> None:
+    await say(update, context, "fallback.unknown_command")
+
+
+async def stray_text(update: Update, context: BotContext) -> None:
+    """Free text outside any step. The bot does not chat; it points to help and to people."""
+    await say(update, context, "fallback.text", crisis=await crisis_block(update, context))
+
+
+async def stale_button(update: Update, context: BotContext) -> None:
+    """A button from an old message (a finished conversation, or before a restart)."""
+    query = update.callback_query
+    await query.answer(await text(update, context, "fallback.stale_button"))
+    if query.message is not None and query.message.is_accessible:
+        await query.edit_message_reply_markup(reply_markup=None)
+
+
+handlers = [
+    MessageHandler(filters.COMMAND, unknown_command),
+    MessageHandler(filters.ALL & ~filters.StatusUpdate.ALL, stray_text),
+    CallbackQueryHandler(stale_button),
+]

@@ -1,0 +1,157 @@
+"""/start: the welcome, and a short tour of what the bot does and never does.
+
+    /start ──► OFFER ──[Take the tour]──► TOUR ──[Next]/[Back]──► TOUR ──[Done]──► end
+                  └────[Not now]──► end
+
+The conversation state is persisted in the database, so a person who is halfway through
+the tour when the bot restarts can simply press Next. ``/start <payload>`` (a deep link)
+is where invite links arrive.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+from telegram import Update
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+from telegram.warnings import PTBUserWarning
+
+from bot.context import BotContext
+from handlers.common import keyboard, say, text
+
+# States (strings, so that the persisted value reads well in the database).
+OFFER = "offer"
+TOUR = "tour"
+
+# Callback data.
+BEGIN = "tour:begin"
+SKIP = "tour:skip"
+DONE = "tour:done"
+PAGE = re.compile(r"^tour:page:(\d{1,2})$")
+
+
+async def start(update: Update, context: BotContext) -> str | int:
+    """Entry point. Greets the asker according to who they are, then offers the tour."""
+    identity = await context.identity(update)
+    if context.args:
+        # Invite links (/start <token>) are handled here once invites exist; until then no
+        # payload is valid, and nothing is stored about the person.
+        await say(update, context, "start.invite_unknown")
+        return ConversationHandler.END
+    if identity.is_admin:
+        identity = await context.services.people.register_admin(identity)
+        context.remember_identity(identity)
+        await context.services.menus.apply(context.bot, identity)
+        key = "start.welcome_admin"
+    elif identity.role is not None:
+        await say(update, context, "start.welcome_back", name=identity.first_name)
+        return ConversationHandler.END
+    else:
+        key = "start.welcome"
+    await say(
+        update,
+        context,
+        key,
+        name=identity.first_name,
+        reply_markup=keyboard(
+            [(await text(update, context, "start.tour_button"), BEGIN)],
+            [(await text(update, context, "start.skip_button"), SKIP)],
+        ),
+    )
+    return OFFER
+
+
+async def skip_tour(update: Update, context: BotContext) -> int:
+    query = update.callback_query
+    await query.answer()
+    await query.edit_message_reply_markup(reply_markup=None)
+    await say(update, context, "start.skipped")
+    return ConversationHandler.END
+
+
+async def begin_tour(update: Update, context: BotContext) -> str:
+    query = update.callback_query
+    await query.answer()
+    await query.edit_message_reply_markup(reply_markup=None)
+    await _send_page(update, context, 0, edit=False)
+    return TOUR
+
+
+async def turn_page(update: Update, context: BotContext) -> str:
+    """Next / Back: edit the tour message in place to show the requested page."""
+    query = update.callback_query
+    await query.answer()
+    pages = await _pages(update, context)
+    page = int(PAGE.match(query.data or "").group(1))
+    await _send_page(update, context, min(page, len(pages) - 1), edit=True)
+    return TOUR
+
+
+async def finish_tour(update: Update, context: BotContext) -> int:
+    query = update.callback_query
+    await query.answer()
+    await query.edit_message_reply_markup(reply_markup=None)
+    await say(update, context, "tour.finished")
+    return ConversationHandler.END
+
+
+async def use_the_buttons(update: Update, context: BotContext) -> None:
+    """Typed text while buttons are expected: say so, and stay where we are."""
+    await say(update, context, "fallback.use_buttons")
+
+
+async def _pages(update: Update, context: BotContext) -> list[str]:
+    identity = await context.identity(update)
+    return context.services.content.texts("tour.pages", identity.language)
+
+
+async def _send_page(update: Update, context: BotContext, page: int, *, edit: bool) -> None:
+    pages = await _pages(update, context)
+    counter = await text(update, context, "tour.page_counter", page=page + 1, total=len(pages))
+    body = f"{pages[page]}\n\n<i>{counter}</i>"
+    buttons: list[tuple[str, str]] = []
+    if page > 0:
+        buttons.append((await text(update, context, "tour.back"), f"tour:page:{page - 1}"))
+    if page < len(pages) - 1:
+        buttons.append((await text(update, context, "tour.next"), f"tour:page:{page + 1}"))
+    else:
+        buttons.append((await text(update, context, "tour.done"), DONE))
+    markup = keyboard(buttons)
+    if edit:
+        await update.callback_query.edit_message_text(body, reply_markup=markup)
+    else:
+        await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+
+
+def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
+    with warnings.catch_warnings():
+        # per_message=False is intended: the state is per person, and buttons are matched by
+        # their data. PTB warns about it for CallbackQueryHandlers; the warning is understood.
+        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
+        return ConversationHandler(
+            name="welcome",
+            persistent=True,
+            allow_reentry=True,
+            entry_points=[CommandHandler("start", start)],
+            states={
+                OFFER: [
+                    CallbackQueryHandler(begin_tour, pattern=f"^{BEGIN}$"),
+                    CallbackQueryHandler(skip_tour, pattern=f"^{SKIP}$"),
+                    MessageHandler(free_text, use_the_buttons),
+                ],
+                TOUR: [
+                    CallbackQueryHandler(turn_page, pattern=PAGE),
+                    CallbackQueryHandler(finish_tour, pattern=f"^{DONE}$"),
+                    MessageHandler(free_text, use_the_buttons),
+                ],
+            },
+            fallbacks=fallbacks,
+        )
