@@ -15,6 +15,7 @@ from telegram import Update
 from telegram.ext import Application
 
 from bot.app import build_application
+from bot.callbacks import CallbackCodec
 from bot.config import Settings
 from bot.content import Content
 from bot.crypto.fields import FieldCrypto
@@ -23,6 +24,7 @@ from bot.crypto.keystore import SHARED_KEYSTORE_WARNING, KeyStore, resolve_keyst
 from bot.db.engine import check_database, create_engine, session_factory
 from bot.db.migrate import ensure_schema
 from bot.services import Services
+from bot.services.audit import AuditService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 
@@ -69,6 +71,8 @@ async def open_services(
         ),
         menus=CommandMenus(content),
         crypto=crypto,
+        audit=AuditService(sessions),
+        callbacks=CallbackCodec(keyring),
     )
 
 
@@ -89,14 +93,14 @@ async def run_bot(
     *,
     webhook: bool = False,
     stop: asyncio.Event | None = None,
-    ready: asyncio.Event | None = None,
+    ready: asyncio.Future[Application] | None = None,
     services: Services | None = None,
     poll_timeout: int = 30,
 ) -> None:
     """Serve updates until ``stop`` is set (or forever), then shut down cleanly.
 
     Polling by default; with ``webhook`` the project's webhook server on ``settings.port``
-    (see ``bot.webhook``). ``ready`` is set once updates are being received."""
+    (see ``bot.webhook``). ``ready`` gets the application once updates are being received."""
     stop = stop or asyncio.Event()
     owns_services = services is None
     services = services or await open_services(settings)
@@ -114,8 +118,8 @@ async def run_bot(
             else:
                 await _start_polling(application, poll_timeout)
             _log.info("Bot @%s is running (%s)", application.bot.username, "webhook" if webhook else "polling")
-            if ready:
-                ready.set()
+            if ready is not None:
+                ready.set_result(application)
             await stop.wait()
             _log.info("Stopping")
             if server is not None:
@@ -126,6 +130,23 @@ async def run_bot(
     finally:
         if owns_services:
             await services.close()
+
+
+async def start_bot_task(
+    settings: Settings, *, stop: asyncio.Event, timeout: float | None = None, **options: object
+) -> tuple[asyncio.Task[None], Application]:
+    """``run_bot`` in a background task, once it serves updates: for the sandbox and tests.
+    A start-up failure is raised here, as it would be by ``run_bot`` itself."""
+    ready: asyncio.Future[Application] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_bot(settings, stop=stop, ready=ready, **options))  # type: ignore[arg-type]
+    done, _ = await asyncio.wait({task, ready}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if ready in done:
+        return task, ready.result()
+    if task in done:
+        task.result()  # raises what went wrong
+        raise RuntimeError("the bot stopped during start-up")
+    stop.set()
+    raise TimeoutError(f"the bot did not start within {timeout} s")
 
 
 async def _start_polling(application: Application, poll_timeout: int) -> None:

@@ -23,6 +23,7 @@ from bot.content import Content
 from bot.context import SERVICES_KEY
 from bot.logs import remember_update_texts
 from handlers import errors, fallback, general, guard, start
+from handlers.access import public
 
 SEEN, GUARD, MAIN, AFTER = -100, -10, 0, 100
 
@@ -36,12 +37,14 @@ def conversations(content: Content) -> list[BaseHandler]:
     ]
 
 
+@public
 async def _persist_now(update: Update, context) -> None:
     """PTB writes persistence on an interval; writing after each update means a restart (or
     a crash) loses no step a person has completed."""
     await context.application.update_persistence()
 
 
+@public
 async def _remember_texts(update: Update, context) -> None:
     remember_update_texts(update)
 

@@ -37,6 +37,14 @@ async def crisis_block(update: Update, context: BotContext) -> str:
     return trusted_html(await text(update, context, "crisis.short"))
 
 
+async def settle(update: Update) -> None:
+    """A button was pressed: acknowledge it and take the buttons off that message, so the
+    same choice cannot be made twice."""
+    query = update.callback_query
+    await query.answer()
+    await query.edit_message_reply_markup(reply_markup=None)
+
+
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     """An inline keyboard from rows of (label, callback data)."""
     return InlineKeyboardMarkup(

@@ -6,18 +6,22 @@ from telegram import Update
 from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 
 from bot.context import BotContext
+from handlers.access import public
 from handlers.common import crisis_block, say, text
 
 
+@public
 async def unknown_command(update: Update, context: BotContext) -> None:
     await say(update, context, "fallback.unknown_command")
 
 
+@public
 async def stray_text(update: Update, context: BotContext) -> None:
     """Free text outside any step. The bot does not chat; it points to help and to people."""
     await say(update, context, "fallback.text", crisis=await crisis_block(update, context))
 
 
+@public
 async def stale_button(update: Update, context: BotContext) -> None:
     """A button from an old message (a finished conversation, or before a restart)."""
     query = update.callback_query

@@ -9,25 +9,30 @@ from telegram.ext import BaseHandler, CommandHandler, ConversationHandler, Messa
 
 from bot.content import Content
 from bot.context import BotContext
+from handlers.access import public
 from handlers.common import crisis_block, say
 
 
+@public
 async def help_command(update: Update, context: BotContext) -> None:
     """The help text for the asker's role: each role has its own list of commands."""
     identity = await context.identity(update)
     await say(update, context, f"help.{identity.menu}", crisis=await crisis_block(update, context))
 
 
+@public
 async def about(update: Update, context: BotContext) -> None:
     await say(update, context, "about.text", crisis=await crisis_block(update, context))
 
 
+@public
 async def cancel(update: Update, context: BotContext) -> int:
     """Inside a conversation: end it. Whatever was already answered has been saved by then."""
     await say(update, context, "cancel.done")
     return ConversationHandler.END
 
 
+@public
 async def nothing_to_cancel(update: Update, context: BotContext) -> None:
     await say(update, context, "cancel.nothing")
 

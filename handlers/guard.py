@@ -14,10 +14,12 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, TypeHandler
 
 from bot.context import BotContext
+from handlers.access import public
 
 _log = logging.getLogger(__name__)
 
 
+@public
 async def private_chats_only(update: Update, context: BotContext) -> None:
     chat: Chat | None = update.effective_chat
     if chat is None or chat.type == ChatType.PRIVATE:

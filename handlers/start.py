@@ -25,7 +25,8 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.context import BotContext
-from handlers.common import keyboard, say, text
+from handlers.access import public
+from handlers.common import keyboard, say, settle, text
 
 # States (strings, so that the persisted value reads well in the database).
 OFFER = "offer"
@@ -38,6 +39,7 @@ DONE = "tour:done"
 PAGE = re.compile(r"^tour:page:(\d{1,2})$")
 
 
+@public
 async def start(update: Update, context: BotContext) -> str | int:
     """Entry point. Greets the asker according to who they are, then offers the tour."""
     identity = await context.identity(update)
@@ -69,22 +71,21 @@ async def start(update: Update, context: BotContext) -> str | int:
     return OFFER
 
 
+@public
 async def skip_tour(update: Update, context: BotContext) -> int:
-    query = update.callback_query
-    await query.answer()
-    await query.edit_message_reply_markup(reply_markup=None)
+    await settle(update)
     await say(update, context, "start.skipped")
     return ConversationHandler.END
 
 
+@public
 async def begin_tour(update: Update, context: BotContext) -> str:
-    query = update.callback_query
-    await query.answer()
-    await query.edit_message_reply_markup(reply_markup=None)
+    await settle(update)
     await _send_page(update, context, 0, edit=False)
     return TOUR
 
 
+@public
 async def turn_page(update: Update, context: BotContext) -> str:
     """Next / Back: edit the tour message in place to show the requested page."""
     query = update.callback_query
@@ -95,14 +96,14 @@ async def turn_page(update: Update, context: BotContext) -> str:
     return TOUR
 
 
+@public
 async def finish_tour(update: Update, context: BotContext) -> int:
-    query = update.callback_query
-    await query.answer()
-    await query.edit_message_reply_markup(reply_markup=None)
+    await settle(update)
     await say(update, context, "tour.finished")
     return ConversationHandler.END
 
 
+@public
 async def use_the_buttons(update: Update, context: BotContext) -> None:
     """Typed text while buttons are expected: say so, and stay where we are."""
     await say(update, context, "fallback.use_buttons")

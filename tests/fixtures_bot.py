@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from telegram.ext import Application
 
 from bot.config import Settings
 from bot.content import Content
 from bot.crypto.keyring import generate_keyring
 from bot.db.engine import create_engine, is_sqlite, session_factory
 from bot.db.migrate import upgrade
-from bot.runtime import run_bot
+from bot.runtime import start_bot_task
 from bot.sandbox.emulator import BotApiEmulator
 
 ADMIN_ID = 424242
@@ -54,23 +55,15 @@ class RunningBot:
 
     settings: Settings
     webhook: bool = False
+    application: Application | None = None
     _task: asyncio.Task | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(
-            run_bot(self.settings, webhook=self.webhook, stop=self._stop, ready=ready, poll_timeout=1)
+        self._task, self.application = await start_bot_task(
+            self.settings, stop=self._stop, timeout=15, webhook=self.webhook, poll_timeout=1
         )
-        waiter = asyncio.create_task(ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()  # raises what went wrong
-            raise AssertionError("the bot stopped during start-up")
-        if waiter not in done:
-            raise AssertionError("the bot did not become ready within 15 s")
 
     async def stop(self) -> None:
         if self._task is None:

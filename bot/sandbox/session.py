@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bot.config import DEFAULT_DATABASE_URL, Settings
-from bot.runtime import open_services, run_bot
+from bot.runtime import open_services, start_bot_task
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.terminal import run_terminal_chat
 
@@ -56,12 +56,10 @@ async def run_sandbox(settings: Settings, *, fresh: bool = False, input_stream=N
             "therapist": emulator.user(THERAPIST_ID, first_name="Theo", language_code="en"),
             "client": emulator.user(CLIENT_ID, first_name="Sam", language_code="en"),
         }
-        stop, ready = asyncio.Event(), asyncio.Event()
-        bot = asyncio.create_task(
-            run_bot(local, stop=stop, ready=ready, services=services, poll_timeout=10)
-        )
+        stop = asyncio.Event()
+        bot: asyncio.Task[None] | None = None
         try:
-            await _until_ready(bot, ready)
+            bot, _ = await start_bot_task(local, stop=stop, services=services, poll_timeout=10)
             await run_terminal_chat(
                 emulator,
                 people,
@@ -71,14 +69,7 @@ async def run_sandbox(settings: Settings, *, fresh: bool = False, input_stream=N
             )
         finally:
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await bot
+            if bot is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bot
             await services.close()
-
-
-async def _until_ready(bot: asyncio.Task, ready: asyncio.Event) -> None:
-    waiter = asyncio.create_task(ready.wait())
-    done, _ = await asyncio.wait({bot, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if bot in done:
-        waiter.cancel()
-        bot.result()  # raises the start-up problem (shown by the CLI as one line)

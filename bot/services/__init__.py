@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.callbacks import CallbackCodec
 from bot.config import Settings
 from bot.content import Content
 from bot.crypto.fields import FieldCrypto
 from bot.crypto.keyring import Keyring
+from bot.services.audit import AuditService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 
@@ -28,6 +30,8 @@ class Services:
     people: PeopleService
     menus: CommandMenus
     crypto: FieldCrypto  # encrypted columns: data keys (key store) + cache; sessions use it
+    audit: AuditService
+    callbacks: CallbackCodec  # signed button payloads
 
     async def close(self) -> None:
         try:

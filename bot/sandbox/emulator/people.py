@@ -181,6 +181,16 @@ class SimUser(ChatView):
         self._check_can_write()
         return press(self._state, self._chat, self.person, button, message)
 
+    async def press_data(self, data: str, message: BotMessage | None = None) -> str:
+        """What a modified client can do: send a callback query with any ``data``, as if from a
+        button under ``message`` (default: the bot's newest message here). For forgery tests."""
+        self._check_can_write()
+        if message is None:
+            message = next((m for m in reversed(self._chat.bot_messages) if not m.deleted), None)
+            if message is None:
+                raise AssertionError(f"the bot has sent nothing in chat {self._chat.id} to press under")
+        return self._state.press_button(self._chat, self.person, message, data)
+
     async def wait_for_callback_answer(self, query_id: str, timeout: float = 5.0) -> CallbackAnswer:
         """The bot's answer to the button press ``query_id``."""
         found: list[CallbackAnswer] = []
