@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -122,7 +123,10 @@ def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_keys_add(args: argparse.Namespace, settings: Settings) -> None:
     from bot.crypto.rotation import add_key
 
+    from bot.services.audit import record_operator_action
+
     source, key_id = add_key(settings)
+    asyncio.run(record_operator_action(settings.database_url, "keys.added", {"kek_id": key_id}))
     if source.path is None:
         print(source.keyring.to_json())
         print(
@@ -141,10 +145,21 @@ def cmd_keys_add(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
     from bot.crypto.rotation import rotate_keys
 
+    from bot.services.audit import record_operator_action
+
     configure_logging(settings.log_level)
-    added, result = asyncio.run(
-        rotate_keys(settings, resume=args.resume, batch_size=args.batch_size)
-    )
+
+    async def rotate() -> tuple[str | None, Any]:
+        added, result = await rotate_keys(settings, resume=args.resume, batch_size=args.batch_size)
+        await record_operator_action(
+            settings.database_url,
+            "keys.rotated",
+            {"kek_id": result.kek_id, "added": added, "rewrapped": result.rewrapped,
+             "complete": result.complete},
+        )
+        return added, result
+
+    added, result = asyncio.run(rotate())
     if added:
         print(f"Added key {added} to the keyring and made it active (back the keyring up).")
     print(
@@ -162,8 +177,11 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_keys_retire(args: argparse.Namespace, settings: Settings) -> None:
     from bot.crypto.rotation import retire_key
 
+    from bot.services.audit import record_operator_action
+
     configure_logging(settings.log_level)
     source = asyncio.run(retire_key(settings, args.kek_id))
+    asyncio.run(record_operator_action(settings.database_url, "keys.retired", {"kek_id": args.kek_id}))
     if source.path is None:
         print(source.keyring.to_json())
         print(
@@ -176,6 +194,33 @@ def cmd_keys_retire(args: argparse.Namespace, settings: Settings) -> None:
         f"Removed key {args.kek_id} from {source.path}. Key store backups made before the "
         "rotation can only be read with a backup of the old keyring."
     )
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> None:
+    """Recent audit events, newest first: ids, roles and action codes (never clinical text)."""
+    from bot.db.engine import create_engine, session_factory
+    from bot.db.repositories import AuditRepository
+
+    configure_logging(settings.log_level)
+
+    async def show() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                events = await AuditRepository(session).recent(
+                    limit=args.limit, actor=args.actor, action=args.action, subject=args.subject
+                )
+        finally:
+            await engine.dispose()
+        if not events:
+            print("No audit events match.")
+        for event in events:
+            actor = f"{event.actor_role or 'system'}:{event.actor_telegram_id or '-'}"
+            subject = f"person {event.subject_person_id}" if event.subject_person_id else "-"
+            detail = json.dumps(event.detail, sort_keys=True) if event.detail else ""
+            print(f"{event.occurred_at:%Y-%m-%d %H:%M:%S}Z  {actor:<24} {event.action:<24} {subject:<28} {detail}")
+
+    asyncio.run(show())
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -206,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)
+
+    audit = sub.add_parser("audit", help="print recent audit events (who did what to whose record)")
+    audit.add_argument("--limit", type=int, default=50, help="how many events (default: 50)")
+    audit.add_argument("--actor", type=int, metavar="TELEGRAM_ID", help="only events by this person")
+    audit.add_argument("--subject", type=int, metavar="PERSON_ID", help="only events about this person")
+    audit.add_argument("--action", metavar="ACTION", help="only this action, or a family such as 'invite.*'")
+    audit.set_defaults(func=cmd_audit)
 
     keys = sub.add_parser("keys", help="manage the encryption keyring")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

@@ -8,6 +8,7 @@ it survives `kill -9` mid-conversation; the webhook server takes updates and hea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.crypto.keyring import generate_keyring
-from bot.db.engine import is_sqlite
+from bot.db.engine import create_engine, is_sqlite, session_factory
+from bot.db.migrate import upgrade
+from bot.db.repositories import AuditRepository
 from bot.db.models import ConversationState
 from bot.sandbox.emulator import BotApiEmulator
 from tests.fixtures_bot import prepare_database
@@ -58,6 +61,15 @@ def assert_one_clear_line(code: int, err: str, *needles: str) -> None:
     assert sum(line.startswith("imrs-bot: ") for line in lines) == 1, err
     for needle in needles:
         assert needle in lines[-1], lines[-1]
+
+
+@contextlib.asynccontextmanager
+async def db_session_factory(database_url: str):
+    engine = create_engine(database_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 def free_port() -> int:
@@ -265,3 +277,27 @@ async def test_make_run_without_a_token_opens_the_sandbox(tmp_path):
     assert "(administrator)" in out_text
     assert (tmp_path / "var" / "sandbox" / "sandbox.sqlite3").exists()
     assert not (tmp_path / "var" / "imrs.sqlite3").exists(), "the sandbox keeps out of the real database"
+
+
+async def test_key_rotation_is_audited_and_the_audit_log_filters(tmp_path, database_url: str):
+    await upgrade(database_url)  # the key commands write audit events into this database
+    env = {"DATABASE_URL": database_url, "IMRS_KEYS_FILE": "keys.json"}
+    code, _, err = await run_cli("keys", "init", "--file", "keys.json", cwd=tmp_path)
+    assert code == 0, err
+    code, out, err = await run_cli("keys", "add", cwd=tmp_path, **env)
+    assert code == 0 and "Added key" in out, err
+    code, out, err = await run_cli("keys", "rotate", "--resume", cwd=tmp_path, **env)
+    assert code == 0 and "Every data key is wrapped under the active key" in out, err
+    async with db_session_factory(database_url) as sessions, sessions.begin() as session:
+        await AuditRepository(session).record(
+            actor_telegram_id=77, actor_role="staff", action="invite.created", detail={"kind": "therapist"}
+        )
+    code, out, err = await run_cli("audit", "--action", "keys.*", cwd=tmp_path, **env)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and "keys.rotated" in lines[0] and "keys.added" in lines[1]
+    assert "operator" in lines[0]
+    code, out, _ = await run_cli("audit", "--actor", "77", cwd=tmp_path, **env)
+    assert out.strip().splitlines() == [out.strip()] and "invite.created" in out and "staff:77" in out
+    code, out, _ = await run_cli("audit", "--action", "nothing.like.this", cwd=tmp_path, **env)
+    assert out.strip() == "No audit events match."

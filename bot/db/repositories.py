@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import AuditEvent, ConversationState, Person, Role
+from bot.db.models import AuditEvent, ConversationState, Invite, Person, Role
 from bot.db.types import utcnow
 
 #: python-telegram-bot's ConversationKey: a tuple of chat/user ids (ints or strs).
@@ -74,6 +74,61 @@ class PeopleRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+class InviteRepository:
+    """One-time invites. Only token hashes ever reach this class (never a raw token)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, invite: Invite) -> Invite:
+        """Add ``invite`` and flush (assigns its id; IntegrityError on a duplicate hash)."""
+        self.session.add(invite)
+        await self.session.flush()
+        return invite
+
+    async def get(self, invite_id: int) -> Invite | None:
+        return await self.session.get(Invite, invite_id)
+
+    async def by_token_hash(self, token_hash: str) -> Invite | None:
+        return await self.session.scalar(select(Invite).where(Invite.token_hash == token_hash))
+
+    async def claim(self, token_hash: str, used_by_id: int, now: datetime) -> Invite | None:
+        """Use the invite up, atomically: the single-use step.
+
+        One conditional UPDATE (not used, not revoked, not expired at ``now``): of two
+        concurrent claims only one sees a rowcount of 1, the other gets None. Runs in the
+        caller's transaction, so a rolled-back enrollment also un-claims the invite.
+        Returns the claimed invite (refreshed), or None when it was not claimable.
+        """
+        result = await self.session.execute(
+            update(Invite)
+            .where(
+                Invite.token_hash == token_hash,
+                Invite.used_at.is_(None),
+                Invite.revoked_at.is_(None),
+                Invite.expires_at > now,
+            )
+            .values(used_at=now, used_by_id=used_by_id)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        invite = await self.by_token_hash(token_hash)
+        if invite is not None:
+            await self.session.refresh(invite, ["used_at", "used_by_id"])
+        return invite
+
+    async def revoke(self, invite_id: int, now: datetime) -> bool:
+        """Revoke an unused invite; False when it was already used or revoked."""
+        result = await self.session.execute(
+            update(Invite)
+            .where(Invite.id == invite_id, Invite.used_at.is_(None), Invite.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -103,14 +158,22 @@ class AuditRepository:
         return event
 
     async def recent(
-        self, limit: int = 50, actor: int | None = None, action: str | None = None
+        self,
+        limit: int = 50,
+        actor: int | None = None,
+        action: str | None = None,
+        subject: int | None = None,
     ) -> Sequence[AuditEvent]:
-        """The newest events first, optionally only those of one actor (Telegram id)
-        and/or with exactly one action."""
+        """The newest events first, optionally only those of one actor (Telegram id), about
+        one subject (person id), and/or with one action (``"invite.*"``: a family of actions)."""
         query = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
         if actor is not None:
             query = query.where(AuditEvent.actor_telegram_id == actor)
-        if action is not None:
+        if subject is not None:
+            query = query.where(AuditEvent.subject_person_id == subject)
+        if action is not None and action.endswith("*"):
+            query = query.where(AuditEvent.action.startswith(action[:-1], autoescape=True))
+        elif action is not None:
             query = query.where(AuditEvent.action == action)
         return (await self.session.scalars(query.limit(limit))).all()
 

@@ -40,7 +40,29 @@ class AuditService:
         await self.record(actor, "access.denied", detail={"what": what, "reason": reason})
 
     async def recent(
-        self, *, limit: int = 50, actor: int | None = None, action: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        actor: int | None = None,
+        action: str | None = None,
+        subject: int | None = None,
     ) -> Sequence[AuditEvent]:
         async with self._sessions() as session:
-            return await AuditRepository(session).recent(limit=limit, actor=actor, action=action)
+            return await AuditRepository(session).recent(
+                limit=limit, actor=actor, action=action, subject=subject
+            )
+
+
+async def record_operator_action(database_url: str, action: str, detail: dict[str, Any]) -> None:
+    """For CLI commands (key rotation, admin changes): an event whose actor is the operator
+    at the command line. Opens and closes its own connection."""
+    from bot.db.engine import create_engine, session_factory
+
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            await AuditRepository(session).record(
+                actor_telegram_id=None, actor_role="operator", action=action, detail=detail
+            )
+    finally:
+        await engine.dispose()
