@@ -23,6 +23,7 @@ run: $(STAMP)
 
 ## Run the whole test suite (PostgreSQL tests too when TEST_DATABASE_URL is set).
 test: $(STAMP)
+	$(BIN)/imrs-bot content check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 sandbox: $(STAMP)
@@ -30,6 +31,10 @@ sandbox: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/imrs-bot migrate
+
+## Check content/: every language complete, Telegram HTML and limits, the memory-imagery lint.
+content-check: $(STAMP)
+	$(BIN)/imrs-bot content check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,11 +5,13 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 
 import handlers
 from bot.config import Settings
 from bot.context import SERVICES_KEY, BotContext
+from bot.delivery import start_delivery
+from bot.delivery.ratelimit import bot_rate_limiter
 from bot.persistence import SqlPersistence
 from bot.services import Services
 
@@ -35,7 +37,11 @@ def build_application(
                 protect_content=True,
             )
         )
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        # AIORateLimiter, with room for the outbox's rate; outbox sends opt out of its
+        # RetryAfter retries (see bot.delivery.ratelimit).
+        .rate_limiter(
+            bot_rate_limiter(settings.outbox_rate_per_second, max_retries=RATE_LIMIT_RETRIES)
+        )
         .persistence(SqlPersistence(services.sessions, update_interval=persistence_interval))
         .context_types(ContextTypes(context=BotContext))
         # ConversationHandler needs updates of one person processed in order.
@@ -49,9 +55,11 @@ def build_application(
 
 
 async def post_init(application: Application) -> None:
-    """After initialize(): the command menus and profile texts, per role and language."""
+    """After initialize(): the command menus and profile texts, per role and language; the
+    outbox dispatcher (it ticks from the JobQueue once the application starts)."""
     services: Services = application.bot_data[SERVICES_KEY]
     await services.menus.apply_defaults(application.bot)
     for admin_id in sorted(services.settings.admin_telegram_ids):
         identity = await services.people.identify(admin_id, "", None)
         await services.menus.apply_quietly(application.bot, identity)
+    start_delivery(application)

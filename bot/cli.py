@@ -4,10 +4,12 @@
     imrs-bot start             the bot when TELEGRAM_BOT_TOKEN is set, else the sandbox
     imrs-bot sandbox           try the bot in the terminal, against a local Bot API emulator
     imrs-bot migrate           bring the database schema up to date
+    imrs-bot admin add ID      make a Telegram user an administrator (audited)
     imrs-bot keys init         write a new encryption keyring file (mode 0600)
     imrs-bot keys add          add a new key-encryption key to the keyring and make it active
     imrs-bot keys rotate       add a key, then re-wrap every client's data key under it
     imrs-bot keys retire ID    remove a key no data key is wrapped under any more
+    imrs-bot content check     check content/: complete, valid Telegram HTML, no memory imagery
 
 A configuration problem ends with one line saying what to do and exit status 2.
 """
@@ -223,6 +225,60 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(show())
 
 
+def cmd_content_check(args: argparse.Namespace, settings: Settings) -> None:
+    """Exit 0 with a summary when content/ is clean, else 1 after one line per problem."""
+    from bot.content_check import check_content
+
+    report = check_content(Path(args.root))
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    for problem in report.problems:
+        print(problem)
+    print(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def cmd_admin_add(args: argparse.Namespace, settings: Settings) -> None:
+    """Make a Telegram user an administrator (created if unknown); audited as the operator."""
+    from bot.db.models import Role
+    from bot.db.repositories import AuditRepository, PeopleRepository
+    from bot.runtime import open_services
+
+    configure_logging(settings.log_level)
+    telegram_id: int = args.telegram_id
+
+    async def add() -> str:
+        services = await open_services(settings)
+        try:
+            async with services.sessions.begin() as session:
+                people = PeopleRepository(session)
+                before = await people.get_by_telegram_id(telegram_id)
+                if before is not None and before.role in (Role.CLIENT, Role.THERAPIST):
+                    # Their clinical role would be lost: an administrator needs its own account.
+                    raise OperatorError(
+                        f"Telegram user {telegram_id} is registered as a {before.role.value}; "
+                        "an administrator needs a Telegram account of its own."
+                    )
+                if before is not None and before.role is Role.ADMIN and before.active:
+                    return f"Telegram user {telegram_id} is already an administrator."
+                person = await people.ensure_admin(
+                    telegram_id, settings.default_language, settings.default_timezone
+                )
+                await AuditRepository(session).record(
+                    actor_telegram_id=None,
+                    actor_role="operator",
+                    action="admin.added",
+                    subject_person_id=person.id,
+                    detail={"previous_role": before.role.value if before else None},
+                )
+            return f"Telegram user {telegram_id} is now an administrator (their menu updates at their next /start)."
+        finally:
+            await services.close()
+
+    print(asyncio.run(add()))
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -259,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--action", metavar="ACTION", help="only this action, or a family such as 'invite.*'")
     audit.set_defaults(func=cmd_audit)
 
+    admin = sub.add_parser("admin", help="manage the practice's administrators")
+    admin_sub = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    admin_add = admin_sub.add_parser("add", help="make a Telegram user an administrator")
+    admin_add.add_argument("telegram_id", type=int, metavar="TELEGRAM_ID", help="their numeric Telegram user id")
+    admin_add.set_defaults(func=cmd_admin_add)
+
     keys = sub.add_parser("keys", help="manage the encryption keyring")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     init = keys_sub.add_parser("init", help="write a new keyring file readable only by you")
@@ -286,6 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retire.add_argument("kek_id", metavar="KEY_ID", help="the key id, e.g. k20261126-3f9a")
     retire.set_defaults(func=cmd_keys_retire)
+
+    from bot.content import CONTENT_DIR
+
+    content = sub.add_parser("content", help="check the texts in content/")
+    content_sub = content.add_subparsers(dest="content_command", metavar="ACTION", required=True)
+    check = content_sub.add_parser(
+        "check", help="schema, every language complete, Telegram HTML and limits, links, memory-imagery lint"
+    )
+    check.add_argument("--root", default=str(CONTENT_DIR), help="the content folder (default: content/)")
+    check.set_defaults(func=cmd_content_check)
 
     return parser
 

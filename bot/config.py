@@ -52,6 +52,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Outbound delivery (bot.delivery): the outbox dispatcher's pacing, retries and lease.
+    # The rate is the bot's total for messages it sends on its own initiative; several
+    # instances share it. Telegram allows about 30 messages/s overall, 1/s per chat.
+    outbox_rate_per_second: float = Field(default=25.0, gt=0, le=1000)
+    outbox_per_chat_interval: float = Field(default=1.0, ge=0, le=60)  # seconds
+    outbox_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+    outbox_max_attempts: int = Field(default=6, ge=1, le=100)
+    outbox_tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    # A reminder not sent within this many minutes of its time is dropped, not sent late.
+    reminder_grace_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # PostgreSQL: how often a standby instance tries to take over consuming updates.
+    leader_retry_seconds: float = Field(default=2.0, gt=0, le=60)
+
     # -- validation ---------------------------------------------------------------------------
 
     @field_validator("telegram_bot_token", mode="before")

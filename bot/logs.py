@@ -149,6 +149,23 @@ def safe_traceback(
     return "\n".join(lines) if lines else (exc_type.__name__ if exc_type else "")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (like logging's
+    last-resort handler), so replacing stderr (tests, daemons) never leaves it writing to a
+    closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     level: str = "INFO",
     *,
@@ -161,8 +178,10 @@ def configure_logging(
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(file, encoding="utf-8")
+    elif stream is not None:
+        handler = logging.StreamHandler(stream)
     else:
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(PrivacyFilter(token=token))
     root = logging.getLogger()
@@ -173,4 +192,6 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Alembic narrates its internals at INFO; bot.db.migrate says what was migrated.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler logs every run of a job at INFO: two lines a second for the outbox tick.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     return handler

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from telegram import Update
 from telegram.ext import Application
@@ -23,10 +24,20 @@ from bot.crypto.keyring import EMBEDDED_KEYS_FILE, Keyring, load_keyring
 from bot.crypto.keystore import SHARED_KEYSTORE_WARNING, KeyStore, resolve_keystore_url
 from bot.db.engine import check_database, create_engine, session_factory
 from bot.db.migrate import ensure_schema
+from bot.delivery import dispatcher_of, stop_delivery
+from bot.delivery.leadership import UpdateConsumer, leader_lock_for
+from bot.delivery.outbox import OutboxService
+from bot.delivery.schedules import ScheduleService
 from bot.services import Services
 from bot.services.audit import AuditService
+from bot.services.consent import ConsentService
+from bot.services.data_rights import DataRightsService
+from bot.services.enrollment import ClientEnrollmentService
+from bot.services.invites import InviteService
+from bot.services.practice import PracticeService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
+from bot.services.preferences import PreferencesService
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +68,8 @@ async def open_services(
         raise
     crypto = FieldCrypto(keystore)
     sessions = crypto.attach(session_factory(engine))
+    invites = InviteService(sessions)
+    outbox = OutboxService(sessions)
     return Services(
         settings=settings,
         engine=engine,
@@ -73,6 +86,16 @@ async def open_services(
         crypto=crypto,
         audit=AuditService(sessions),
         callbacks=CallbackCodec(keyring),
+        invites=invites,
+        practice=PracticeService(sessions, invites, crypto),
+        consent=ConsentService(sessions, content),
+        preferences=PreferencesService(sessions, content),
+        enrollment=ClientEnrollmentService(sessions, invites),
+        data_rights=DataRightsService(sessions, crypto),
+        outbox=outbox,
+        schedules=ScheduleService(
+            sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes
+        ),
     )
 
 
@@ -100,32 +123,31 @@ async def run_bot(
     """Serve updates until ``stop`` is set (or forever), then shut down cleanly.
 
     Polling by default; with ``webhook`` the project's webhook server on ``settings.port``
-    (see ``bot.webhook``). ``ready`` gets the application once updates are being received."""
+    (see ``bot.webhook``). ``ready`` gets the application once updates are being received:
+    with PostgreSQL, once this instance holds the leader lock (a standby delivers the outbox
+    meanwhile; see ``bot.delivery.leadership``)."""
     stop = stop or asyncio.Event()
     owns_services = services is None
     services = services or await open_services(settings)
     application = build_application(settings, services)
-    server = None
     try:
         async with application:  # initialize(): getMe, persistence loaded
             if application.post_init:
-                await application.post_init(application)
-            await application.start()
-            if webhook:
-                from bot.webhook import start_webhook_server
+                await application.post_init(application)  # also starts the outbox dispatcher
 
-                server = await start_webhook_server(application, settings)
-            else:
-                await _start_polling(application, poll_timeout)
-            _log.info("Bot @%s is running (%s)", application.bot.username, "webhook" if webhook else "polling")
-            if ready is not None:
-                ready.set_result(application)
-            await stop.wait()
-            _log.info("Stopping")
-            if server is not None:
-                server.stop()
-            elif application.updater and application.updater.running:
-                await application.updater.stop()
+            def consuming() -> None:
+                if ready is not None and not ready.done():
+                    ready.set_result(application)
+
+            try:
+                await application.start()
+                # Every instance delivers the outbox; with PostgreSQL only the one holding the
+                # leader lock consumes updates (bot.delivery.leadership). Returns once `stop` is set.
+                consumer = _update_consumer(application, settings, webhook=webhook, poll_timeout=poll_timeout)
+                await consumer.run(stop, on_consuming=consuming)
+            finally:
+                _log.info("Stopping")
+                await stop_delivery(application)
             await application.stop()
     finally:
         if owns_services:
@@ -147,6 +169,43 @@ async def start_bot_task(
         raise RuntimeError("the bot stopped during start-up")
     stop.set()
     raise TimeoutError(f"the bot did not start within {timeout} s")
+
+
+def _update_consumer(
+    application: Application, settings: Settings, *, webhook: bool, poll_timeout: int
+) -> UpdateConsumer:
+    """Polling or the webhook server, started while this instance holds the leader lock."""
+    servers: list[Any] = []
+    mode = "webhook" if webhook else "polling"
+
+    async def start() -> None:
+        if webhook:
+            from bot.webhook import start_webhook_server
+
+            servers.append(await start_webhook_server(application, settings))
+        else:
+            await _start_polling(application, poll_timeout)
+        _log.info("Bot @%s is running (%s)", application.bot.username, mode)
+
+    async def stop() -> None:
+        while servers:
+            servers.pop().stop()
+        if application.updater and application.updater.running:
+            await application.updater.stop()
+
+    async def changed(consuming: bool) -> None:
+        dispatcher = dispatcher_of(application)
+        if dispatcher is not None:
+            dispatcher.consuming_updates = consuming
+
+    return UpdateConsumer(
+        application,
+        leader_lock_for(settings.database_url),
+        start=start,
+        stop=stop,
+        retry_seconds=settings.leader_retry_seconds,
+        on_change=changed,
+    )
 
 
 async def _start_polling(application: Application, poll_timeout: int) -> None:

@@ -6,8 +6,10 @@ matches; groups run from the lowest number up. The order below is the product's 
   group SEEN (-100)  remember the texts this update carries, so that logs can redact them
   group GUARD (-10)  private chats only: groups get a polite refusal and nothing else runs
   group MAIN  (0)    1. conversations (their states take precedence while one is active)
-                     2. commands available at any time (/help, /about, /cancel or a stop word)
-                     3. fallbacks: unknown commands, stray text, stale buttons
+                     2. commands without a conversation (/therapists, /staff, /language,
+                        /mydata, /delete, /consent) and the buttons of their messages
+                     3. commands available at any time (/help, /about, /cancel or a stop word)
+                     4. fallbacks: unknown commands, stray text, stale buttons
   group AFTER (100)  write conversation states through to the database after every update
 
 Add a new conversation to ``conversations()``, a command available at any time to
@@ -22,7 +24,19 @@ from telegram.ext import Application, BaseHandler, TypeHandler
 from bot.content import Content
 from bot.context import SERVICES_KEY
 from bot.logs import remember_update_texts
-from handlers import errors, fallback, general, guard, start
+from handlers import (
+    account,
+    clients,
+    errors,
+    fallback,
+    general,
+    guard,
+    invite,
+    join_client,
+    preferences,
+    start,
+    therapists,
+)
 from handlers.access import public
 
 SEEN, GUARD, MAIN, AFTER = -100, -10, 0, 100
@@ -34,6 +48,10 @@ def conversations(content: Content) -> list[BaseHandler]:
     free_text = general.free_text(content)
     return [
         start.build(fallbacks, free_text),
+        invite.build(fallbacks, free_text),  # /invite (therapists)
+        clients.build(fallbacks, free_text),  # /clients and its buttons (therapists)
+        join_client.build(fallbacks, free_text),  # a client joining: the steps after /start <link>
+        preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
     ]
 
 
@@ -55,6 +73,9 @@ def register(application: Application) -> None:
 
     content: Content = application.bot_data[SERVICES_KEY].content
     application.add_handlers(conversations(content), group=MAIN)
+    application.add_handlers(therapists.build(), group=MAIN)  # /therapists, /staff
+    application.add_handlers(preferences.build_language(), group=MAIN)  # /language
+    application.add_handlers(account.build(), group=MAIN)  # /mydata, /delete, /consent (clients)
     application.add_handlers(general.build(content), group=MAIN)
     application.add_handlers(fallback.handlers, group=MAIN)
 

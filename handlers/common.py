@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest, Forbidden
 
+from bot.callbacks import InvalidPayload
 from bot.content import trusted_html
 from bot.context import BotContext
+from handlers.access import refuse
 
 
 async def text(update: Update, context: BotContext, key: str, **params: Any) -> str:
@@ -50,3 +55,35 @@ def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
     )
+
+
+async def signed_ids(update: Update, context: BotContext, action: str) -> list[int] | None:
+    """The record ids of a signed button payload (bot.callbacks) made for this presser and
+    ``action``. A forged, altered or someone else's payload is refused (and audited): None."""
+    identity = await context.identity(update)
+    data = update.callback_query.data if update.callback_query else None
+    try:
+        return [int(arg) for arg in context.services.callbacks.unpack(identity.telegram_id, data, action)]
+    except (InvalidPayload, ValueError):
+        await refuse(update, context, what=f"button:{action}", reason="payload")
+        return None
+
+
+async def local_time(update: Update, context: BotContext, when: datetime | None, format_key: str) -> str | None:
+    """``when`` in the asker's time zone, formatted as the content text ``format_key`` says."""
+    if when is None:
+        return None
+    identity = await context.identity(update)
+    return when.astimezone(ZoneInfo(identity.timezone)).strftime(await text(update, context, format_key))
+
+
+async def tell(context: BotContext, telegram_id: int, language: str, key: str, **params: Any) -> bool:
+    """Send someone other than the asker the content text ``key`` in their own language.
+    Returns False when Telegram refuses (they blocked the bot, deleted their account)."""
+    try:
+        await context.bot.send_message(
+            telegram_id, context.services.content.text(key, language, **params)
+        )
+    except (Forbidden, BadRequest):
+        return False
+    return True

@@ -25,6 +25,7 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.context import BotContext
+from handlers import join_client, join_practice
 from handlers.access import public
 from handlers.common import keyboard, say, settle, text
 
@@ -44,10 +45,12 @@ async def start(update: Update, context: BotContext) -> str | int:
     """Entry point. Greets the asker according to who they are, then offers the tour."""
     identity = await context.identity(update)
     if context.args:
-        # Invite links (/start <token>) are handled here once invites exist; until then no
-        # payload is valid, and nothing is stored about the person.
-        await say(update, context, "start.invite_unknown")
-        return ConversationHandler.END
+        # An invite link (/start <token>): dispatched by the kind of invite. Looking it up
+        # stores nothing, whatever the payload.
+        view = await context.services.invites.inspect(" ".join(context.args))
+        if view.kind in join_practice.KINDS:
+            return await join_practice.begin(update, context, view)
+        return await join_client.begin(update, context, view)  # client links, and bad payloads
     if identity.is_admin:
         identity = await context.services.people.register_admin(identity)
         context.remember_identity(identity)
@@ -153,6 +156,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
                     CallbackQueryHandler(finish_tour, pattern=f"^{DONE}$"),
                     MessageHandler(free_text, use_the_buttons),
                 ],
+                **join_practice.states(free_text),  # a therapist or staff member joining
             },
             fallbacks=fallbacks,
         )

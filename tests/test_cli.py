@@ -263,7 +263,10 @@ async def test_webhook_mode_takes_updates_and_answers_health_checks(
 
 async def test_make_run_without_a_token_opens_the_sandbox(tmp_path):
     """`imrs-bot start` (what `make run` runs) with no token: the sandbox, driven by a script."""
-    script = "/start\n:wait\n:1\n:wait\n:as admin\n/help\n:wait\n:quit\n"
+    script = (
+        "/start\n:wait\n:1\n:wait\n:as admin\n/help\n:wait\n"
+        "/therapists\n:wait\n:1\n:wait\n:open therapist\n:wait\n:1\n:wait\nDr Theo Visser\n:wait\n:quit\n"
+    )
     proc = await asyncio.create_subprocess_exec(
         IMRS_BOT, "start", cwd=tmp_path, env=clean_env(),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -275,6 +278,8 @@ async def test_make_run_without_a_token_opens_the_sandbox(tmp_path):
     assert "[client] bot #2: Hello Sam, welcome." in out_text
     assert "1 of 4" in out_text
     assert "(administrator)" in out_text
+    assert "Invite link for a therapist" in out_text
+    assert "[therapist] bot #5: Welcome, Dr Theo Visser." in out_text, "the invite opened as the therapist"
     assert (tmp_path / "var" / "sandbox" / "sandbox.sqlite3").exists()
     assert not (tmp_path / "var" / "imrs.sqlite3").exists(), "the sandbox keeps out of the real database"
 

@@ -35,6 +35,8 @@ APP_TABLES = {
     "consent_records",
     "audit_events",
     "conversation_states",
+    "invites",
+    "outbox", "reminder_schedules", "quiet_hours", "delivery_instances",  # 0004
 }
 
 
@@ -142,11 +144,25 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_therapist_client_links_client_id_people",
         "fk_consent_records_person_id_people",
         "fk_audit_events_subject_person_id_people",
+        "fk_invites_created_by_id_people",
+        "fk_invites_therapist_id_people",
+        "fk_invites_used_by_id_people",
+        "fk_outbox_recipient_id_people",
+        "fk_outbox_subject_id_people",
+        "fk_reminder_schedules_person_id_people",
+        "fk_quiet_hours_person_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
         "ck_consent_records_choice",
         "ck_therapist_client_links_not_self",
+        "ck_invites_kind",
+        "ck_outbox_kind",
+        "ck_outbox_state",
+        "ck_outbox_one_payload",
+        "ck_outbox_attempts_not_negative",
+        "ck_reminder_schedules_kind",
+        "ck_reminder_schedules_weekdays",
     }
     assert {
         "ix_audit_events_occurred_at",
@@ -156,6 +172,9 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_therapist_client_links_client_id",
         "ix_consent_records_person_id_recorded_at",
         "uq_therapist_client_links_active_client",
+        "ix_invites_therapist_id",
+        "ix_outbox_state_due_at",
+        "ix_reminder_schedules_next_due_at",
     } <= found["ix"]
 
 

@@ -183,6 +183,13 @@ def encrypted(
     return mapped_column(Encrypted(), info={_COLUMN_INFO_KEY: spec}, **kwargs)
 
 
+def encrypted_owner(column: Any) -> str | None:
+    """For a table column: the attribute naming its owner if it is encrypted, else None
+    (e.g. for a data export that decrypts only the exporting person's own values)."""
+    spec = getattr(column, "info", {}).get(_COLUMN_INFO_KEY)
+    return spec.owner if isinstance(spec, _FieldSpec) else None
+
+
 # -- what the mappers declare --------------------------------------------------------------
 
 

@@ -63,6 +63,14 @@ class Role(enum.StrEnum):
     CLIENT = "client"
 
 
+class InviteKind(enum.StrEnum):
+    """Who an invite link lets in."""
+
+    THERAPIST = "therapist"
+    STAFF = "staff"
+    CLIENT = "client"
+
+
 class ConsentChoice(enum.StrEnum):
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
@@ -96,8 +104,11 @@ class Person(Base):
     language: Mapped[str] = mapped_column(String(16))  # BCP 47 tag, e.g. "en", "nl"
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name, e.g. "Europe/Amsterdam"
     alias: Mapped[str | None] = encrypted(owner="id", max_length=64)  # a pseudonym, never a real name
-    display_name: Mapped[str | None] = mapped_column(String(128))  # therapists and staff
+    display_name: Mapped[str | None] = encrypted(owner="id", max_length=64)  # therapists and staff
     active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # When staff deactivated this therapist: their client links end at exactly this time,
+    # which is how "the clients of a deactivated therapist" are found to be moved.
+    deactivated_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[datetime | None]
@@ -139,6 +150,39 @@ Index(
     sqlite_where=TherapistClientLink.ended_at.is_(None),
     postgresql_where=TherapistClientLink.ended_at.is_(None),
 )
+
+
+class Invite(Base):
+    """A one-time invite link. Only the SHA-256 of its token is stored, never the token.
+
+    Single use: ``used_at`` is set by one conditional UPDATE (InviteRepository.claim).
+    ``therapist_id`` is the therapist a client invite links to (NULL for therapist and
+    staff invites); ``alias`` is the pseudonym the therapist gave, encrypted under the
+    therapist's key.
+    """
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = row_id_column()
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    kind: Mapped[InviteKind] = mapped_column(_string_enum(InviteKind, "kind"))
+    created_by_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
+    therapist_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    alias: Mapped[str | None] = encrypted(owner="therapist_id", max_length=64)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_by_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
+    revoked_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:  # no token hash, no alias
+        return f"<Invite id={self.id} kind={self.kind} used={self.used_at is not None}>"
 
 
 class ConsentRecord(Base):
@@ -200,3 +244,6 @@ class ConversationState(Base):
 
     def __repr__(self) -> str:
         return f"<ConversationState name={self.name!r} key={self.key!r}>"
+
+
+from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outbox, schedules: their tables join the metadata)

@@ -12,11 +12,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import AuditEvent, ConversationState, Invite, Person, Role
+from bot.db.models import (
+    AuditEvent,
+    ConsentChoice,
+    ConsentRecord,
+    ConversationState,
+    Invite,
+    Person,
+    Role,
+    TherapistClientLink,
+)
 from bot.db.types import utcnow
 
 #: python-telegram-bot's ConversationKey: a tuple of chat/user ids (ints or strs).
@@ -58,6 +67,14 @@ class PeopleRepository:
             person.active = True
             await self.session.flush()
         return person
+
+    async def with_role(self, role: Role) -> Sequence[Person]:
+        """Everyone with this role, active or not, oldest first."""
+        return (
+            await self.session.scalars(
+                select(Person).where(Person.role == role).order_by(Person.created_at, Person.id)
+            )
+        ).all()
 
     async def touch_last_seen(self, telegram_id: int, when: datetime | None = None) -> bool:
         """Set ``last_seen_at`` (default: now) without loading the row.
@@ -129,6 +146,103 @@ class InviteRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+class LinkRepository:
+    """Therapist-client links. A link ends (``ended_at``) rather than being deleted; at most
+    one active link per client (a partial unique index)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, therapist_id: int, client_id: int, now: datetime) -> TherapistClientLink:
+        link = TherapistClientLink(therapist_id=therapist_id, client_id=client_id, started_at=now)
+        self.session.add(link)
+        await self.session.flush()
+        return link
+
+    async def active_for_client(self, client_id: int) -> TherapistClientLink | None:
+        return await self.session.scalar(
+            select(TherapistClientLink).where(
+                TherapistClientLink.client_id == client_id, TherapistClientLink.ended_at.is_(None)
+            )
+        )
+
+    async def active(self, therapist_id: int, client_id: int) -> TherapistClientLink | None:
+        """The active link between exactly this therapist and this client (ownership)."""
+        return await self.session.scalar(
+            select(TherapistClientLink).where(
+                TherapistClientLink.therapist_id == therapist_id,
+                TherapistClientLink.client_id == client_id,
+                TherapistClientLink.ended_at.is_(None),
+            )
+        )
+
+    async def client_ids_of(self, therapist_id: int) -> Sequence[int]:
+        """The clients a therapist is actively linked to, longest-linked first."""
+        rows = await self.session.scalars(
+            select(TherapistClientLink.client_id)
+            .where(
+                TherapistClientLink.therapist_id == therapist_id,
+                TherapistClientLink.ended_at.is_(None),
+            )
+            .order_by(TherapistClientLink.started_at, TherapistClientLink.id)
+        )
+        return rows.all()
+
+    async def clients_of(self, therapist_id: int) -> Sequence[tuple[TherapistClientLink, Person]]:
+        """A therapist's active links with their clients, longest-linked first (one query;
+        call ``FieldCrypto.prepare`` with ``client_ids_of`` first to fetch keys in one go)."""
+        rows = await self.session.execute(
+            select(TherapistClientLink, Person)
+            .join(Person, Person.id == TherapistClientLink.client_id)
+            .where(
+                TherapistClientLink.therapist_id == therapist_id,
+                TherapistClientLink.ended_at.is_(None),
+            )
+            .order_by(TherapistClientLink.started_at, TherapistClientLink.id)
+        )
+        return [(link, person) for link, person in rows]
+
+    async def active_counts(self) -> dict[int, int]:
+        """Number of active clients per therapist id (therapists without any are absent)."""
+        rows = await self.session.execute(
+            select(TherapistClientLink.therapist_id, func.count())
+            .where(TherapistClientLink.ended_at.is_(None))
+            .group_by(TherapistClientLink.therapist_id)
+        )
+        return {therapist_id: count for therapist_id, count in rows}
+
+    async def end_all_of_therapist(self, therapist_id: int, now: datetime) -> Sequence[int]:
+        """End every active link of a therapist at ``now``; the client ids whose link ended."""
+        client_ids = await self.client_ids_of(therapist_id)
+        await self.session.execute(
+            update(TherapistClientLink)
+            .where(
+                TherapistClientLink.therapist_id == therapist_id,
+                TherapistClientLink.ended_at.is_(None),
+            )
+            .values(ended_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return client_ids
+
+    async def unlinked_since(self, therapist_id: int, ended_at: datetime) -> Sequence[int]:
+        """Clients whose link with this therapist ended at exactly ``ended_at`` and who have
+        no active link now (e.g. the clients of a deactivated therapist, not yet moved)."""
+        still_linked = select(TherapistClientLink.client_id).where(
+            TherapistClientLink.ended_at.is_(None)
+        )
+        rows = await self.session.scalars(
+            select(TherapistClientLink.client_id)
+            .where(
+                TherapistClientLink.therapist_id == therapist_id,
+                TherapistClientLink.ended_at == ended_at,
+                TherapistClientLink.client_id.not_in(still_linked),
+            )
+            .order_by(TherapistClientLink.id)
+        )
+        return rows.all()
+
+
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -177,6 +291,66 @@ class AuditRepository:
             query = query.where(AuditEvent.action == action)
         return (await self.session.scalars(query.limit(limit))).all()
 
+    async def forget_actor(self, telegram_id: int) -> int:
+        """Erasure: events this Telegram user did keep their role and action, not their id.
+        Returns how many events were changed."""
+        result = await self.session.execute(
+            update(AuditEvent)
+            .where(AuditEvent.actor_telegram_id == telegram_id)
+            .values(actor_telegram_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class ConsentRepository:
+    """Consent decisions, append-only: a withdrawal is a new row, nothing is ever updated."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self, person_id: int, version: str, choice: ConsentChoice, when: datetime | None = None
+    ) -> ConsentRecord:
+        record = ConsentRecord(
+            person_id=person_id, consent_version=version, choice=choice, recorded_at=when or utcnow()
+        )
+        self.session.add(record)
+        await self.session.flush()
+        return record
+
+    async def latest(self, person_id: int) -> ConsentRecord | None:
+        """The person's most recent decision (the one in force), or None."""
+        return await self.session.scalar(
+            select(ConsentRecord)
+            .where(ConsentRecord.person_id == person_id)
+            .order_by(ConsentRecord.recorded_at.desc(), ConsentRecord.id.desc())
+            .limit(1)
+        )
+
+    async def latest_choices(self, person_ids: Sequence[int]) -> dict[int, ConsentChoice]:
+        """The choice in force for each of ``person_ids`` that has any record (one query)."""
+        if not person_ids:
+            return {}
+        ranked = (
+            select(
+                ConsentRecord.person_id,
+                ConsentRecord.choice,
+                func.row_number()
+                .over(
+                    partition_by=ConsentRecord.person_id,
+                    order_by=(ConsentRecord.recorded_at.desc(), ConsentRecord.id.desc()),
+                )
+                .label("n"),
+            )
+            .where(ConsentRecord.person_id.in_(list(person_ids)))
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(ranked.c.person_id, ranked.c.choice).where(ranked.c.n == 1)
+        )
+        return {person_id: ConsentChoice(choice) for person_id, choice in rows}
+
 
 def encode_conversation_key(key: ConversationKey) -> str:
     """``(123, -456)`` -> ``'[123,-456]'``: compact, unambiguous, keeps int vs str."""
@@ -203,6 +377,23 @@ class ConversationStateRepository:
             )
         )
         return {decode_conversation_key(key): state for key, state in rows}
+
+    async def forget_user(self, user_id: int) -> int:
+        """Erasure: delete every conversation state whose key names this Telegram user (or
+        their private chat, which has the same id). Returns how many rows were deleted."""
+        rows = await self.session.execute(
+            select(ConversationState.name, ConversationState.key).where(
+                ConversationState.key.contains(str(user_id))  # narrows; decoding decides
+            )
+        )
+        mine = [(name, key) for name, key in rows if user_id in decode_conversation_key(key)]
+        for name, key in mine:
+            await self.session.execute(
+                delete(ConversationState).where(
+                    ConversationState.name == name, ConversationState.key == key
+                )
+            )
+        return len(mine)
 
     async def save(self, name: str, key: ConversationKey, state: object | None) -> None:
         """Insert or update the state of one conversation; ``None`` deletes it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -27,6 +28,8 @@ Commands:
   <text>           send <text> as the current person (start with "::" to send a text beginning with ":")
   :N               press button N of the newest message with buttons (buttons are shown as [1] [2] ...)
   :as NAME         continue as NAME; ":as" alone lists the people
+  :open NAME       open the newest invite link the current person received, as NAME
+                   (e.g. as admin: /therapists, invite, then ":open therapist")
   :wait [SECONDS]  wait until the bot has answered and gone quiet (default: up to 5 s), handy in scripts
   :commands        show the bot's command menu for the current person
   :block / :unblock  block or unblock the bot as the current person
@@ -124,6 +127,8 @@ class TerminalChat:
             await self._press(int(command))
         elif command == "as":
             self._switch(argument)
+        elif command == "open":
+            await self._open_link(argument)
         elif command == "wait":
             await self._wait(float(argument) if argument.replace(".", "", 1).isdigit() else 5.0)
         elif command == "commands":
@@ -183,6 +188,23 @@ class TerminalChat:
         self._announced.discard(name)
         self._write(f"--- you are now {self._describe(name)} ---")
         self._show_new()
+
+    async def _open_link(self, name: str) -> None:
+        """What a person does with an invite link sent to them: tap it, which sends
+        ``/start <payload>`` from their own account."""
+        pattern = re.compile(rf"https://t\.me/{re.escape(self._emulator.username)}\?start=([A-Za-z0-9_-]+)")
+        payload = next(
+            (found.group(1) for m in reversed(self._person.messages) if (found := pattern.search(m.content))),
+            None,
+        )
+        if payload is None:
+            self._write(f"[{self._current}] no invite link in this chat yet")
+            return
+        if name not in self._people:
+            self._write(f"nobody called {name!r}; the people are: {', '.join(self._people)}")
+            return
+        self._switch(name)
+        await self._act(self._person.send(f"/start {payload}"))
 
     async def _wait(self, seconds: float) -> None:
         """Wait until the bot did something since the person's last action, then until it is quiet."""

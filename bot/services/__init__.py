@@ -15,9 +15,17 @@ from bot.config import Settings
 from bot.content import Content
 from bot.crypto.fields import FieldCrypto
 from bot.crypto.keyring import Keyring
+from bot.delivery.outbox import OutboxService
+from bot.delivery.schedules import ScheduleService
 from bot.services.audit import AuditService
+from bot.services.consent import ConsentService
+from bot.services.data_rights import DataRightsService
+from bot.services.enrollment import ClientEnrollmentService
+from bot.services.invites import InviteService
+from bot.services.practice import PracticeService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
+from bot.services.preferences import PreferencesService
 
 
 @dataclass
@@ -32,6 +40,14 @@ class Services:
     crypto: FieldCrypto  # encrypted columns: data keys (key store) + cache; sessions use it
     audit: AuditService
     callbacks: CallbackCodec  # signed button payloads
+    invites: InviteService  # one-time invite links (therapists, staff, clients)
+    practice: PracticeService  # therapists and staff joining; /clients, /therapists, /staff
+    consent: ConsentService  # consent records; has_active_consent() before reminders/summaries
+    preferences: PreferencesService  # language and time zone
+    enrollment: ClientEnrollmentService  # clients joining or switching therapist
+    data_rights: DataRightsService  # /mydata export and /delete erasure
+    outbox: OutboxService  # messages the bot sends on its own initiative (bot.delivery)
+    schedules: ScheduleService  # recurring reminders, planned into the outbox
 
     async def close(self) -> None:
         try:

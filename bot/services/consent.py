@@ -1,0 +1,140 @@
+"""Informed consent: the versioned text in content/, and an append-only record of decisions.
+
+Every decision is a new ``consent_records`` row (person, version, choice, time); nothing is
+ever updated or deleted except by erasing the person. The decision in force is the latest.
+
+Other features ask before they act for a client::
+
+    if await services.consent.has_active_consent(person_id): ...        # one person
+    allowed = await services.consent.with_active_consent(person_ids)     # many, one query
+
+Reminders and check-in summaries must check at the moment they are sent (not when they
+were scheduled): a withdrawal stops them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.content import REFERENCE_LANGUAGE, Content
+from bot.db.models import ConsentChoice, ConsentRecord, Role
+from bot.db.repositories import AuditRepository, ConsentRepository, LinkRepository, PeopleRepository
+from bot.db.types import utcnow
+from bot.services.people import Identity
+
+#: The content key of the consent version (the same in every language).
+VERSION_KEY = "consent.version"
+
+
+@dataclass(frozen=True)
+class ConsentStatus:
+    """The decision in force."""
+
+    version: str
+    choice: ConsentChoice
+    recorded_at: datetime  # aware, UTC
+
+    @property
+    def active(self) -> bool:
+        return self.choice is ConsentChoice.GRANTED
+
+    @classmethod
+    def of(cls, record: ConsentRecord) -> ConsentStatus:
+        return cls(record.consent_version, ConsentChoice(record.choice), record.recorded_at)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Someone to tell about a change, in their own language. ``client_alias`` is the
+    pseudonym the client is known by to this therapist (for notices that may name them)."""
+
+    telegram_id: int
+    language: str
+    client_alias: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    status: ConsentStatus
+    changed: bool  # False when the decision in force already was this one
+    therapist: Recipient | None  # the client's current therapist, to be told
+
+
+class ConsentService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], content: Content) -> None:
+        self._sessions = sessions
+        self._content = content
+
+    @property
+    def current_version(self) -> str:
+        """The version of the consent text in content/ (every language has the same)."""
+        return self._content.text(VERSION_KEY, REFERENCE_LANGUAGE)
+
+    # -- for other features -------------------------------------------------------------------
+
+    async def has_active_consent(self, person_id: int) -> bool:
+        """True when the person's latest consent decision is a grant."""
+        async with self._sessions() as session:
+            record = await ConsentRepository(session).latest(person_id)
+        return record is not None and record.choice is ConsentChoice.GRANTED
+
+    async def with_active_consent(self, person_ids: Iterable[int]) -> set[int]:
+        """The subset of ``person_ids`` whose latest decision is a grant (one query)."""
+        ids = list(dict.fromkeys(person_ids))
+        async with self._sessions() as session:
+            choices = await ConsentRepository(session).latest_choices(ids)
+        return {person_id for person_id, choice in choices.items() if choice is ConsentChoice.GRANTED}
+
+    async def current(self, person_id: int) -> ConsentStatus | None:
+        async with self._sessions() as session:
+            record = await ConsentRepository(session).latest(person_id)
+        return ConsentStatus.of(record) if record else None
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    async def withdraw(self, actor: Identity) -> ConsentChange:
+        """Record a withdrawal by the client themself (a no-op when already withdrawn)."""
+        return await self._decide(actor, ConsentChoice.WITHDRAWN)
+
+    async def grant(self, actor: Identity) -> ConsentChange:
+        """Record a new grant of the current version by the client themself (for a client
+        who withdrew earlier; joining records its grant in ClientEnrollmentService)."""
+        return await self._decide(actor, ConsentChoice.GRANTED)
+
+    async def _decide(self, actor: Identity, choice: ConsentChoice) -> ConsentChange:
+        if actor.person_id is None or actor.role is not Role.CLIENT:
+            raise PermissionError("only a client decides about their own consent")
+        async with self._sessions.begin() as session:
+            consents = ConsentRepository(session)
+            latest = await consents.latest(actor.person_id)
+            therapist = await _therapist_of(session, actor.person_id)
+            if latest is not None and latest.choice is choice and (
+                choice is ConsentChoice.WITHDRAWN or latest.consent_version == self.current_version
+            ):
+                return ConsentChange(ConsentStatus.of(latest), changed=False, therapist=therapist)
+            record = await consents.add(actor.person_id, self.current_version, choice, utcnow())
+            await AuditRepository(session).record(
+                actor_telegram_id=actor.telegram_id,
+                actor_role=Role.CLIENT.value,
+                action=f"consent.{choice.value}",
+                subject_person_id=actor.person_id,
+                detail={"version": record.consent_version},
+            )
+            return ConsentChange(ConsentStatus.of(record), changed=True, therapist=therapist)
+
+
+async def _therapist_of(session: AsyncSession, client_id: int) -> Recipient | None:
+    """The client's current therapist, with the client's pseudonym for notices."""
+    link = await LinkRepository(session).active_for_client(client_id)
+    if link is None:
+        return None
+    people = PeopleRepository(session)
+    therapist = await people.get(link.therapist_id)
+    client = await people.get(client_id)
+    if therapist is None or not therapist.active:
+        return None
+    return Recipient(therapist.telegram_id, therapist.language, client.alias if client else None)

@@ -1,0 +1,126 @@
+"""A therapist or staff member joins through their invite link (``/start <token>``).
+
+    /start <token> ──► TERMS ──[I accept]──► NAME ──(a valid name)──► end: registered
+                         └────[Not now]──► end          └─(bad name)─► NAME (re-prompt)
+
+These steps are states of the welcome conversation (handlers/start.py), which dispatches a
+therapist or staff invite here with :func:`begin`. Between steps only the token's *hash* is
+kept, in memory (``user_data``, never persisted): after a restart the person is asked to
+open the link again. Nothing is stored before the name step, which enrols the person and
+uses the invite up in one transaction (bot.services.practice.PracticeService.join).
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import BaseHandler, CallbackQueryHandler, ConversationHandler, MessageHandler, filters
+
+from bot.context import BotContext
+from bot.db.models import InviteKind
+from bot.services.invites import InviteView
+from bot.services.names import clean_display_name
+from bot.services.practice import JoinRefused
+from handlers.access import public
+from handlers.common import keyboard, say, settle, text
+
+# States of the welcome conversation.
+TERMS = "practice_terms"
+NAME = "practice_name"
+
+# Callback data (no record ids: the invite is known from the conversation).
+ACCEPT = "practice:accept"
+DECLINE = "practice:decline"
+
+#: The invite kinds this module handles; /start dispatches these here.
+KINDS = frozenset({InviteKind.THERAPIST, InviteKind.STAFF})
+
+_PENDING = "practice_invite"  # user_data key: (token hash, kind); memory only
+
+
+async def begin(update: Update, context: BotContext, view: InviteView) -> str | int:
+    """Entry from /start with a therapist or staff invite: show the terms, or say why not."""
+    identity = await context.identity(update)
+    if not view.valid or view.kind not in KINDS or view.token_hash is None:
+        await say(update, context, f"practice.link.{view.status.value}")
+        return ConversationHandler.END
+    if identity.role is not None:
+        await say(update, context, "practice.link.enrolled")
+        return ConversationHandler.END
+    context.user_data[_PENDING] = (view.token_hash, view.kind.value)
+    role = await text(update, context, f"practice.role_name.{view.kind.value}")
+    await say(
+        update,
+        context,
+        "practice.terms",
+        role=role,
+        reply_markup=keyboard(
+            [(await text(update, context, "practice.accept_button"), ACCEPT)],
+            [(await text(update, context, "practice.decline_button"), DECLINE)],
+        ),
+    )
+    return TERMS
+
+
+@public
+async def accept_terms(update: Update, context: BotContext) -> str | int:
+    await settle(update)
+    if _PENDING not in context.user_data:
+        return await _lost(update, context)
+    await say(update, context, "practice.ask_name")
+    return NAME
+
+
+@public
+async def decline_terms(update: Update, context: BotContext) -> int:
+    await settle(update)
+    context.user_data.pop(_PENDING, None)
+    await say(update, context, "practice.declined")
+    return ConversationHandler.END
+
+
+@public
+async def receive_name(update: Update, context: BotContext) -> str | int:
+    """The display name: enrol, claim the invite, set the menu. Bad input: ask again."""
+    pending = context.user_data.get(_PENDING)
+    if pending is None:
+        return await _lost(update, context)
+    token_hash, kind = pending
+    identity = await context.identity(update)
+    try:
+        joined = await context.services.practice.join(identity, token_hash, update.message.text or "")
+    except ValueError:
+        await say(update, context, "practice.name_invalid")
+        return NAME
+    except JoinRefused as refused:
+        context.user_data.pop(_PENDING, None)
+        await say(update, context, f"practice.link.{refused.reason}")
+        return ConversationHandler.END
+    context.user_data.pop(_PENDING, None)
+    context.remember_identity(joined)
+    await context.services.menus.apply(context.bot, joined)
+    name = clean_display_name(update.message.text) or ""
+    await say(update, context, f"practice.joined_{kind}", name=name)
+    return ConversationHandler.END
+
+
+@public
+async def use_the_buttons(update: Update, context: BotContext) -> None:
+    await say(update, context, "fallback.use_buttons")
+
+
+async def _lost(update: Update, context: BotContext) -> int:
+    """The bot restarted between steps: the invite (kept in memory only) is gone."""
+    await say(update, context, "practice.restart_link")
+    return ConversationHandler.END
+
+
+def states(free_text: filters.BaseFilter) -> dict[object, list[BaseHandler]]:
+    """This module's states, for the welcome conversation (handlers/start.py)."""
+    return {
+        TERMS: [
+            CallbackQueryHandler(accept_terms, pattern=f"^{ACCEPT}$"),
+            CallbackQueryHandler(decline_terms, pattern=f"^{DECLINE}$"),
+            MessageHandler(free_text, use_the_buttons),
+        ],
+        NAME: [MessageHandler(free_text, receive_name)],
+    }

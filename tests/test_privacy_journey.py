@@ -1,0 +1,141 @@
+"""The privacy journey: distinctive markers written into every clinical or personal field
+through the bot, then looked for in the raw database files, in every text and binary column
+of PostgreSQL, and in the logs. They must be found nowhere - except, decrypted, where the
+person asks for them (the export) or is shown them (the therapist's client list).
+
+"Every field" is derived from the models: every column declared ``encrypted(...)`` must hold a
+value after the journey, so a new encrypted field fails this test until the journey writes it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bot.crypto.fields import Encrypted
+from bot.db.delivery_models import OutboxKind
+from bot.db.engine import is_sqlite
+from bot.db.models import Base
+from bot.logs import PrivacyFilter
+from bot.sandbox.emulator import BotApiEmulator
+from tests.fixtures_bot import RunningBot
+from tests.join_support import join
+from tests.test_practice import new_therapist, receive_invite, services
+
+THERAPIST_NAME = "Qzx Therapistmarker"
+ALIAS = "Qzx Aliasmarker"
+RENAMED = "Qzx Renamedmarker"
+FREE_TEXT = "Qzx freetextmarker I feel unsafe tonight"
+SUMMARY = "Qzx Summarymarker: stress 7 of 10"  # a clinical message the bot sends on its own
+MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker"]
+
+
+def encrypted_columns() -> list[tuple[str, str]]:
+    return sorted(
+        (table.name, column.name)
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, Encrypted)
+    )
+
+
+async def test_no_marker_reaches_a_database_file_a_column_or_a_log(
+    bot: RunningBot, emulator: BotApiEmulator, database_url: str
+):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PrivacyFilter(token=emulator.token))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    # setLevel, not `root.level =`: it also clears the loggers' cached isEnabledFor answers.
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        await journey(bot, emulator)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+    # Every encrypted column was written by the journey.
+    async with services(bot).engine.connect() as connection:
+        for table, column in encrypted_columns():
+            filled = await connection.scalar(text(f"SELECT COUNT(*) FROM {table} WHERE {column} IS NOT NULL"))
+            assert filled, f"the journey never wrote {table}.{column}: extend it"
+
+    found = await raw_database_text(database_url, bot)
+    for marker in MARKERS:
+        assert marker.encode() not in found, f"{marker} is stored readable"
+    logged = stream.getvalue()
+    assert logged, "the logs captured something"
+    for marker in MARKERS:
+        assert marker not in logged, f"{marker} reached the logs"
+
+
+async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
+    therapist = await new_therapist(emulator, THERAPIST_NAME)
+    await therapist.send("/invite")
+    await therapist.next_message()
+    await therapist.send(ALIAS)
+    token, link, _ = await receive_invite(therapist)
+    assert ALIAS in link.content, "the therapist sees the alias they gave"
+
+    client = emulator.user(first_name="Client")
+    done = await join(client, token)
+    assert done.content
+
+    await client.send(FREE_TEXT)  # stray free text: answered, never stored
+    await client.next_message()
+    await client.send("/mydata")
+    export = await client.wait_for(lambda m: m.document is not None)
+    data = json.loads(export.document.data)
+    assert ALIAS in json.dumps(data, ensure_ascii=False), "the export is decrypted for its owner"
+
+    await therapist.send("/clients")
+    listing = await therapist.wait_for(lambda m: m.content.startswith("Your clients"))
+    assert ALIAS in listing.content, "the therapist sees their client's alias"
+    await therapist.press(ALIAS, listing)
+    page = await therapist.wait_for_edit(listing)
+    await therapist.press("Rename", page)
+    await therapist.next_message()
+    await therapist.send(RENAMED)
+    await therapist.wait_for(lambda m: RENAMED in m.content)
+
+    # The outbox (bot.delivery): a clinical message is queued encrypted, then delivered.
+    therapist_id = (await services(bot).people.identify(therapist.id, "", None)).person_id
+    await services(bot).outbox.enqueue(
+        therapist_id, kind=OutboxKind.SUMMARY, idempotency_key="journey:summary", text=SUMMARY
+    )
+    await therapist.wait_for(lambda m: "Summarymarker" in m.content, timeout=15)
+
+
+async def raw_database_text(database_url: str, bot: RunningBot) -> bytes:
+    """Everything the databases hold, as bytes: the SQLite files (with their WAL and the key
+    store beside them), or every text, JSON and binary column of every PostgreSQL table."""
+    if is_sqlite(database_url):
+        path = Path(make_url(database_url).database)
+        files = [p for p in path.parent.iterdir() if p.is_file()]
+        assert any(p.name.endswith("-wal") for p in files) or files, files
+        return b"\n".join(p.read_bytes() for p in files)
+    chunks: list[bytes] = []
+    async with services(bot).engine.connect() as connection:
+        columns = (
+            await connection.execute(
+                text(
+                    "SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND data_type IN "
+                    "('text', 'character varying', 'bytea', 'json', 'jsonb', 'character')"
+                )
+            )
+        ).all()
+        assert columns
+        for table, column in columns:
+            for (value,) in await connection.execute(text(f'SELECT "{column}" FROM "{table}"')):
+                if value is None:
+                    continue
+                chunks.append(bytes(value) if isinstance(value, (bytes, memoryview)) else str(value).encode())
+    return b"\n".join(chunks)
