@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, or_, select
 
 from bot.crypto.keystore import data_keys
+from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import AuditEvent, Base, ConsentChoice, ConsentRecord, ConversationState, Role
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
@@ -157,6 +158,36 @@ async def test_withdrawing_consent_is_recorded_and_the_therapist_is_told(bot: Ru
     assert [r.choice for r in records] == [ConsentChoice.GRANTED, ConsentChoice.WITHDRAWN, ConsentChoice.GRANTED]
     assert all(r.person_id == person.id and r.recorded_at.tzinfo is not None for r in records)
     assert actions.count("consent.withdrawn") == 1 and actions.count("consent.granted") == 2
+
+
+async def test_after_a_withdrawal_the_outbox_sends_the_client_nothing(bot: RunningBot, emulator: BotApiEmulator):
+    """Checked at send time: a reminder queued before the withdrawal is not delivered."""
+    client, _ = await enrolled_client(bot, emulator)
+    person = await person_by_telegram_id(bot, client.id)
+    outbox = services(bot).outbox
+    await client.send("/consent")
+    await client.press("Withdraw my consent", await client.next_message())
+    await client.press("Withdraw", await client.next_message())
+    await client.next_message()
+
+    queued = await outbox.enqueue(
+        person.id, kind=OutboxKind.REMINDER, idempotency_key="r1", content_key="outbox.practice_reminder"
+    )
+    assert queued is not None
+    await client.expect_silence(2.5)  # two dispatcher ticks and more
+    async with services(bot).sessions() as session:
+        row = await session.get(OutboxMessage, queued)
+    assert row.state is OutboxState.FAILED and row.last_error == "no_consent"
+
+    await client.send("/consent")
+    await client.press("Give consent again", await client.next_message())
+    await client.press("I agree", await client.next_message())
+    await client.next_message()
+    await outbox.enqueue(
+        person.id, kind=OutboxKind.REMINDER, idempotency_key="r2", content_key="outbox.practice_reminder"
+    )
+    reminder = await client.next_message(timeout=10)
+    assert says(reminder, "outbox.practice_reminder")
 
 
 # -- /mydata -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Methods that add rows flush, so generated ids are available right away.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -75,6 +75,11 @@ class PeopleRepository:
                 select(Person).where(Person.role == role).order_by(Person.created_at, Person.id)
             )
         ).all()
+
+    async def with_role_among(self, person_ids: Iterable[int], role: Role) -> set[int]:
+        """Which of ``person_ids`` have ``role`` (ids only, one query)."""
+        query = select(Person.id).where(Person.id.in_(list(person_ids)), Person.role == role)
+        return set((await self.session.scalars(query)).all())
 
     async def touch_last_seen(self, telegram_id: int, when: datetime | None = None) -> bool:
         """Set ``last_seen_at`` (default: now) without loading the row.

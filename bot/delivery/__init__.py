@@ -63,6 +63,7 @@ def start_delivery(application: Application) -> Dispatcher:
         config=config,
         planner=services.schedules,
         registry=None if is_sqlite(settings.database_url) else InstanceRegistry(services.sessions),
+        may_receive=services.consent.may_receive,
     )
     dispatcher.start()
     application.bot_data[DISPATCHER_KEY] = dispatcher

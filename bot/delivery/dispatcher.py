@@ -48,7 +48,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -167,8 +167,12 @@ class Dispatcher:
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
     ) -> None:
         self.bot = bot
+        #: Policy checked at send time, not at scheduling time: of these recipients, who may
+        #: be sent a message now (e.g. a client who withdrew consent may not).
+        self.may_receive = may_receive
         self.store = store
         self.content = content
         self.config = config
@@ -289,8 +293,18 @@ class Dispatcher:
             return 0
         rows = await self.store.claim(now, room, self.config.lease)
         self.stats.claimed += len(rows)
-        self._accept(rows, now)
+        self._accept(await self._withhold(rows), now)
         return len(rows)
+
+    async def _withhold(self, rows: list[Claimed]) -> list[Claimed]:
+        """Settle the rows whose recipient may not receive anything now (one query per tick)."""
+        if self.may_receive is None or not rows:
+            return rows
+        allowed = await self.may_receive({row.recipient_id for row in rows})
+        for row in rows:
+            if row.recipient_id not in allowed:
+                self._settle(Outcome(row.id, row.token, OutboxState.FAILED, "no_consent"))
+        return [row for row in rows if row.recipient_id in allowed]
 
     def _accept(self, rows: list[Claimed], now: datetime) -> None:
         """Triage claimed rows: settle the ones that must not be sent now, buffer the rest."""

@@ -89,6 +89,16 @@ class ConsentService:
             choices = await ConsentRepository(session).latest_choices(ids)
         return {person_id for person_id, choice in choices.items() if choice is ConsentChoice.GRANTED}
 
+    async def may_receive(self, person_ids: set[int]) -> set[int]:
+        """Who may be sent messages on the bot's own initiative: everyone but clients whose
+        latest consent decision is not a grant (checked by the outbox at send time, so a
+        withdrawal stops reminders and summaries at once)."""
+        async with self._sessions() as session:
+            clients = await PeopleRepository(session).with_role_among(person_ids, Role.CLIENT)
+        if not clients:
+            return set(person_ids)
+        return (set(person_ids) - clients) | await self.with_active_consent(clients)
+
     async def current(self, person_id: int) -> ConsentStatus | None:
         async with self._sessions() as session:
             record = await ConsentRepository(session).latest(person_id)
