@@ -13,7 +13,6 @@ so the buttons are entry points too (they work from any earlier message).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 from telegram import InlineKeyboardMarkup, Update
@@ -25,7 +24,6 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
@@ -33,7 +31,7 @@ from bot.db.models import Role
 from bot.services.invites import NotAllowed
 from bot.services.practice import ClientSummary
 from handlers.access import refuse, requires
-from handlers.common import keyboard, local_time, say, signed_ids, tell, text
+from handlers.common import conversation, keyboard, local_time, say, signed_ids, tell, text
 
 RENAME_STATE = "clients_rename"
 
@@ -261,14 +259,9 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
         CallbackQueryHandler(confirm_unlink, pattern=CallbackCodec.pattern(UNLINK)),
         CallbackQueryHandler(unlink, pattern=CallbackCodec.pattern(UNLINK_OK)),
     ]
-    with warnings.catch_warnings():
-        # per_message=False: the state is per person (see handlers/start.py).
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            name="clients",
-            persistent=True,
-            allow_reentry=True,
-            entry_points=[CommandHandler("clients", show_clients), *buttons],
-            states={RENAME_STATE: [MessageHandler(free_text, receive_new_alias)]},
-            fallbacks=fallbacks,
-        )
+    return conversation(
+        "clients",
+        entry_points=[CommandHandler("clients", show_clients), *buttons],
+        states={RENAME_STATE: [MessageHandler(free_text, receive_new_alias)]},
+        fallbacks=fallbacks,
+    )

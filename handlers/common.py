@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, Forbidden
+from telegram.ext import BaseHandler, ConversationHandler
+from telegram.warnings import PTBUserWarning
 
 from bot.callbacks import InvalidPayload
 from bot.content import trusted_html
@@ -48,6 +51,31 @@ async def settle(update: Update) -> None:
     query = update.callback_query
     await query.answer()
     await query.edit_message_reply_markup(reply_markup=None)
+
+
+def conversation(
+    name: str,
+    *,
+    entry_points: list[BaseHandler],
+    states: dict[object, list[BaseHandler]],
+    fallbacks: list[BaseHandler],
+) -> ConversationHandler:
+    """A conversation as the bot's conversations are: persisted in the database under
+    ``name`` (a restart resumes it), re-entered by its entry command, one state per person.
+
+    per_message=False is intended: the state is per person, and buttons are matched by their
+    data. python-telegram-bot warns about CallbackQueryHandlers in such conversations; the
+    warning is understood, so it is silenced here, once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
+        return ConversationHandler(
+            name=name,
+            persistent=True,
+            allow_reentry=True,
+            entry_points=entry_points,
+            states=states,
+            fallbacks=fallbacks,
+        )
 
 
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:

@@ -11,7 +11,6 @@ be forwarded.
 
 from __future__ import annotations
 
-import warnings
 
 from telegram import LinkPreviewOptions, Update
 from telegram.ext import (
@@ -22,13 +21,12 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
 from bot.context import BotContext
 from bot.db.models import InviteKind, Role
 from bot.services.invites import NewInvite, NotAllowed
 from handlers.access import refuse, requires
-from handlers.common import keyboard, local_time, say, settle, text
+from handlers.common import conversation, keyboard, local_time, say, settle, text
 
 ALIAS = "invite_alias"
 SKIP = "invite:skip"
@@ -102,19 +100,14 @@ async def skip_alias(update: Update, context: BotContext) -> int:
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
-    with warnings.catch_warnings():
-        # per_message=False: the state is per person (see handlers/start.py).
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            name="client_invite",
-            persistent=True,
-            allow_reentry=True,
-            entry_points=[CommandHandler("invite", invite)],
-            states={
-                ALIAS: [
-                    MessageHandler(free_text, receive_alias),
-                    CallbackQueryHandler(skip_alias, pattern=f"^{SKIP}$"),
-                ],
-            },
-            fallbacks=fallbacks,
-        )
+    return conversation(
+        "client_invite",
+        entry_points=[CommandHandler("invite", invite)],
+        states={
+            ALIAS: [
+                MessageHandler(free_text, receive_alias),
+                CallbackQueryHandler(skip_alias, pattern=f"^{SKIP}$"),
+            ],
+        },
+        fallbacks=fallbacks,
+    )

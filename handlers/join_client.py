@@ -19,7 +19,6 @@ and time zone steps are ordinary persisted states.
 
 from __future__ import annotations
 
-import warnings
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -29,7 +28,6 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
@@ -38,7 +36,7 @@ from bot.services.consent import Recipient
 from bot.services.enrollment import AlreadyEnrolled, InviteUnavailable, JoinSituation
 from bot.services.invites import InviteStatus, InviteView
 from handlers.access import public, requires
-from handlers.common import crisis_block, keyboard, say, settle, signed_ids, tell, text
+from handlers.common import conversation, crisis_block, keyboard, say, settle, signed_ids, tell, text
 from handlers.preferences import (
     LANGUAGE_BUTTON,
     ZONE_BUTTON,
@@ -333,30 +331,25 @@ async def _tell_joined(context: BotContext, therapist: Recipient | None) -> None
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
     pattern = CallbackCodec.pattern
-    with warnings.catch_warnings():
-        # per_message=False: the state is per person (see handlers/start.py).
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            name="client_join",
-            persistent=True,
-            allow_reentry=True,
-            entry_points=[
-                CallbackQueryHandler(show_about, pattern=pattern(ABOUT)),
-                CallbackQueryHandler(show_consent, pattern=pattern(CONSENT)),
-                CallbackQueryHandler(agree, pattern=pattern(AGREE)),
-                CallbackQueryHandler(decline, pattern=pattern(DECLINE)),
-                CallbackQueryHandler(switch, pattern=pattern(SWITCH)),
-                CallbackQueryHandler(keep, pattern=pattern(KEEP)),
+    return conversation(
+        "client_join",
+        entry_points=[
+            CallbackQueryHandler(show_about, pattern=pattern(ABOUT)),
+            CallbackQueryHandler(show_consent, pattern=pattern(CONSENT)),
+            CallbackQueryHandler(agree, pattern=pattern(AGREE)),
+            CallbackQueryHandler(decline, pattern=pattern(DECLINE)),
+            CallbackQueryHandler(switch, pattern=pattern(SWITCH)),
+            CallbackQueryHandler(keep, pattern=pattern(KEEP)),
+        ],
+        states={
+            LANGUAGE: [
+                CallbackQueryHandler(language_chosen, pattern=LANGUAGE_BUTTON),
+                MessageHandler(free_text, use_the_buttons),
             ],
-            states={
-                LANGUAGE: [
-                    CallbackQueryHandler(language_chosen, pattern=LANGUAGE_BUTTON),
-                    MessageHandler(free_text, use_the_buttons),
-                ],
-                TIMEZONE: [
-                    CallbackQueryHandler(timezone_pressed, pattern=ZONE_BUTTON),
-                    MessageHandler(free_text, timezone_typed),
-                ],
-            },
-            fallbacks=fallbacks,
-        )
+            TIMEZONE: [
+                CallbackQueryHandler(timezone_pressed, pattern=ZONE_BUTTON),
+                MessageHandler(free_text, timezone_typed),
+            ],
+        },
+        fallbacks=fallbacks,
+    )

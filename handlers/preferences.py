@@ -14,7 +14,6 @@ asks for both right after consent; the same buttons (``lang:…``, ``tz:…``) w
 from __future__ import annotations
 
 import re
-import warnings
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -25,14 +24,13 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
 from bot.context import BotContext
 from bot.db.models import Role
 from bot.services.people import Identity
 from bot.services.preferences import local_now
 from handlers.access import requires
-from handlers.common import keyboard, say, settle
+from handlers.common import conversation, keyboard, say, settle
 
 ENROLLED = (Role.CLIENT, Role.THERAPIST, Role.STAFF)  # admins may do what staff do
 
@@ -191,22 +189,17 @@ async def _timezone_saved(update: Update, context: BotContext, zone: str | None)
 
 
 def build_timezone(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
-    with warnings.catch_warnings():
-        # per_message=False: the state is per person (see handlers/start.py).
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            name="timezone",
-            persistent=True,
-            allow_reentry=True,
-            entry_points=[CommandHandler("timezone", timezone_command)],
-            states={
-                TIMEZONE: [
-                    CallbackQueryHandler(timezone_pressed, pattern=ZONE_BUTTON),
-                    MessageHandler(free_text, timezone_typed),
-                ],
-            },
-            fallbacks=fallbacks,
-        )
+    return conversation(
+        "timezone",
+        entry_points=[CommandHandler("timezone", timezone_command)],
+        states={
+            TIMEZONE: [
+                CallbackQueryHandler(timezone_pressed, pattern=ZONE_BUTTON),
+                MessageHandler(free_text, timezone_typed),
+            ],
+        },
+        fallbacks=fallbacks,
+    )
 
 
 def build_language() -> list[BaseHandler]:

@@ -11,7 +11,6 @@ is where invite links arrive.
 from __future__ import annotations
 
 import re
-import warnings
 
 from telegram import Update
 from telegram.ext import (
@@ -22,12 +21,11 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
 from bot.context import BotContext
 from handlers import join_client, join_practice
 from handlers.access import public
-from handlers.common import keyboard, say, settle, text
+from handlers.common import conversation, keyboard, say, settle, text
 
 # States (strings, so that the persisted value reads well in the database).
 OFFER = "offer"
@@ -136,27 +134,21 @@ async def _send_page(update: Update, context: BotContext, page: int, *, edit: bo
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
-    with warnings.catch_warnings():
-        # per_message=False is intended: the state is per person, and buttons are matched by
-        # their data. PTB warns about it for CallbackQueryHandlers; the warning is understood.
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            name="welcome",
-            persistent=True,
-            allow_reentry=True,
-            entry_points=[CommandHandler("start", start)],
-            states={
-                OFFER: [
-                    CallbackQueryHandler(begin_tour, pattern=f"^{BEGIN}$"),
-                    CallbackQueryHandler(skip_tour, pattern=f"^{SKIP}$"),
-                    MessageHandler(free_text, use_the_buttons),
-                ],
-                TOUR: [
-                    CallbackQueryHandler(turn_page, pattern=PAGE),
-                    CallbackQueryHandler(finish_tour, pattern=f"^{DONE}$"),
-                    MessageHandler(free_text, use_the_buttons),
-                ],
-                **join_practice.states(free_text),  # a therapist or staff member joining
-            },
-            fallbacks=fallbacks,
-        )
+    return conversation(
+        "welcome",
+        entry_points=[CommandHandler("start", start)],
+        states={
+            OFFER: [
+                CallbackQueryHandler(begin_tour, pattern=f"^{BEGIN}$"),
+                CallbackQueryHandler(skip_tour, pattern=f"^{SKIP}$"),
+                MessageHandler(free_text, use_the_buttons),
+            ],
+            TOUR: [
+                CallbackQueryHandler(turn_page, pattern=PAGE),
+                CallbackQueryHandler(finish_tour, pattern=f"^{DONE}$"),
+                MessageHandler(free_text, use_the_buttons),
+            ],
+            **join_practice.states(free_text),  # a therapist or staff member joining
+        },
+        fallbacks=fallbacks,
+    )
