@@ -1,0 +1,155 @@
+"""The practice log of /practice: one row per calming exercise a client does, with the 0-10
+distress ratings before and after (encrypted under the client's key).
+
+The rating before is stored the moment it is given, so stopping (or a restart) loses
+nothing already answered; ``finish`` adds the rating after, ``stop`` marks the open
+exercises of a client as stopped early. Every method checks that the actor is an enrolled
+client and, for a session id taken from a button, that the session is theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import PracticeSession, Role, SafePlace
+from bot.db.types import utcnow
+from bot.services.people import Identity
+
+RATINGS = range(0, 11)
+
+
+@dataclass(frozen=True)
+class Change:
+    exercise: str
+    before: int | None
+    after: int | None
+
+
+class PracticeSessionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, row: PracticeSession) -> PracticeSession:
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def get_of(self, session_id: int, client_id: int) -> PracticeSession | None:
+        return await self.session.scalar(
+            select(PracticeSession).where(
+                PracticeSession.id == session_id, PracticeSession.client_id == client_id
+            )
+        )
+
+    async def open_of(self, client_id: int) -> list[PracticeSession]:
+        return list(
+            await self.session.scalars(
+                select(PracticeSession).where(
+                    PracticeSession.client_id == client_id, PracticeSession.ended_at.is_(None)
+                )
+            )
+        )
+
+
+def _client_id(actor: Identity) -> int:
+    if actor.role is not Role.CLIENT or actor.person_id is None:
+        raise PermissionError("only enrolled clients practise")
+    return actor.person_id
+
+
+class PracticeLogService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def begin(self, actor: Identity, exercise: str, before: int) -> int:
+        """A new exercise with its rating before; earlier open ones end as stopped early."""
+        client_id = _client_id(actor)
+        if before not in RATINGS:
+            raise ValueError("a rating is 0-10")
+        async with self._sessions.begin() as session:
+            repo = PracticeSessionRepository(session)
+            now = utcnow()
+            for row in await repo.open_of(client_id):
+                row.ended_at, row.stopped_early = now, True
+            row = await repo.add(
+                PracticeSession(client_id=client_id, exercise=exercise, distress_before=str(before))
+            )
+            return row.id
+
+    async def finish(self, actor: Identity, session_id: int, after: int) -> Change | None:
+        """The rating after, for the actor's own session; None when it is not theirs."""
+        client_id = _client_id(actor)
+        if after not in RATINGS:
+            raise ValueError("a rating is 0-10")
+        async with self._sessions.begin() as session:
+            row = await PracticeSessionRepository(session).get_of(session_id, client_id)
+            if row is None:
+                return None
+            row.distress_after = str(after)
+            row.ended_at = row.ended_at or utcnow()
+            return Change(row.exercise, _int(row.distress_before), after)
+
+    async def owns(self, actor: Identity, session_id: int) -> bool:
+        client_id = _client_id(actor)
+        async with self._sessions() as session:
+            return await PracticeSessionRepository(session).get_of(session_id, client_id) is not None
+
+    async def open_ids(self, actor: Identity) -> list[int]:
+        """The actor's exercises not ended yet, oldest first."""
+        client_id = _client_id(actor)
+        async with self._sessions() as session:
+            rows = await PracticeSessionRepository(session).open_of(client_id)
+            return [row.id for row in sorted(rows, key=lambda r: r.started_at)]
+
+    async def stop(self, actor: Identity) -> int:
+        """End the actor's open exercises as stopped early (their ratings are kept)."""
+        if actor.role is not Role.CLIENT or actor.person_id is None:
+            return 0
+        async with self._sessions.begin() as session:
+            rows = await PracticeSessionRepository(session).open_of(actor.person_id)
+            now = utcnow()
+            for row in rows:
+                row.ended_at, row.stopped_early = now, True
+            return len(rows)
+
+    # -- the safe place -------------------------------------------------------------------
+
+    async def safe_place(self, actor: Identity) -> dict[str, str | None] | None:
+        """The actor's safe place ({"see", "hear", "feel"}), or None."""
+        client_id = _client_id(actor)
+        async with self._sessions() as session:
+            place = await session.scalar(select(SafePlace).where(SafePlace.client_id == client_id))
+            if place is None:
+                return None
+            return {field: getattr(place, field) for field in SAFE_FIELDS}
+
+    async def save_safe_place(self, actor: Identity, field: str, words: str) -> None:
+        """One answer, stored at once (a stop after it keeps it)."""
+        client_id = _client_id(actor)
+        if field not in SAFE_FIELDS:
+            raise ValueError(field)
+        async with self._sessions.begin() as session:
+            place = await session.scalar(select(SafePlace).where(SafePlace.client_id == client_id))
+            if place is None:
+                place = SafePlace(client_id=client_id)
+                session.add(place)
+            setattr(place, field, words)
+
+    async def delete_safe_place(self, actor: Identity) -> bool:
+        client_id = _client_id(actor)
+        async with self._sessions.begin() as session:
+            place = await session.scalar(select(SafePlace).where(SafePlace.client_id == client_id))
+            if place is None:
+                return False
+            await session.delete(place)
+            return True
+
+
+SAFE_FIELDS = ("see", "hear", "feel")
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None else None

@@ -1,0 +1,504 @@
+"""/practice: calming exercises (issue 6). Built so far: slow breathing, progressive muscle
+relaxation, the safe place and grounding 5-4-3-2-1.
+
+    /practice ──► MENU ──[exercise]──► BEFORE (0-10) ──► RUNNING ──► rating after ──► end
+                                                          (breathing, muscle relaxation: one
+                                                           message edited per step by the
+                                                           JobQueue; grounding: a prompt per
+                                                           sense, Next ›)
+
+The rating before is stored as soon as it is given (encrypted, bot.services.practice_log);
+the rating after completes the row and the change is shown. ✋ Stop on every step, and
+"stop", ✋, /stop or /cancel typed at any moment, end the exercise at once: the breathing job
+is cancelled, the exercise is logged as stopped early (its rating kept), and a short
+grounding step is offered.
+
+Timing: the phase seconds come from content; ``application.bot_data["practice_speed"]``
+(default 1.0) multiplies them (tests use 0.01). No handler ever sleeps.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from telegram import Update
+from telegram.error import BadRequest
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.callbacks import CallbackCodec
+from bot.content import Content
+from bot.context import BotContext
+from bot.db.models import Role
+from bot.services.practice_log import SAFE_FIELDS
+from handlers import general
+from handlers.access import public, refuse, requires
+from handlers.common import conversation, crisis_block, keyboard, say, settle, signed_ids, text
+
+MENU = "practice:menu"
+BEFORE = "practice:before"
+RUNNING = "practice:running"
+
+SPEED_KEY = "practice_speed"  # bot_data: a factor on every timing (tests)
+RUNS_KEY = "practice_runs"  # bot_data: chat id -> session id of the running timed exercise
+
+EXERCISES = ("breathing", "pmr", "safe_place", "grounding")
+TIMED = ("breathing", "pmr")
+PICK = re.compile(r"^px:pick:(breathing|pmr|safe_place|grounding)$")
+RATE_BEFORE = re.compile(r"^px:before:(breathing|pmr|safe_place|grounding):(\d{1,2})$")
+SAFE = re.compile(r"^px:sp:(visit|change|delete)$")
+SAFE_STATES = {field: f"practice:safe:{field}" for field in SAFE_FIELDS}
+GROUND_NEXT = re.compile(r"^px:gnext:(\d{1,2})$")
+STOP = "px:stop"
+SKIP = "px:skip"
+CALM_YES = "px:calm:yes"
+CALM_NO = "px:calm:no"
+AFTER = "px.after"  # signed: px.after|<session id>|<rating>
+
+
+def _job_name(chat_id: int) -> str:
+    return f"practice:{chat_id}"
+
+
+def _runs(context: BotContext) -> dict[int, int]:
+    return context.application.bot_data.setdefault(RUNS_KEY, {})
+
+
+def _speed(context: BotContext) -> float:
+    return float(context.application.bot_data.get(SPEED_KEY, 1.0))
+
+
+def _cancel_job(context: BotContext, chat_id: int) -> None:
+    _runs(context).pop(chat_id, None)
+    if context.job_queue is not None:
+        for job in context.job_queue.get_jobs_by_name(_job_name(chat_id)):
+            job.schedule_removal()
+
+
+async def _stop_row(update: Update, context: BotContext) -> list[tuple[str, str]]:
+    return [(await text(update, context, "exercises.buttons.stop"), STOP)]
+
+
+# -- the menu and the rating before ----------------------------------------------------------
+
+
+@requires(Role.CLIENT)
+async def practice(update: Update, context: BotContext) -> str:
+    _cancel_job(context, update.effective_chat.id)
+    await context.services.practice_log.stop(await context.identity(update))
+    body = await text(update, context, "exercises.menu.title") + "\n\n" + await text(update, context, "exercises.menu.intro")
+    rows = [
+        [(await text(update, context, f"exercises.{name}.title"), f"px:pick:{name}")] for name in EXERCISES
+    ]
+    await context.bot.send_message(
+        update.effective_chat.id, body, reply_markup=keyboard(*rows, await _stop_row(update, context))
+    )
+    return MENU
+
+
+def _rating_rows(prefix: str) -> list[list[tuple[str, str]]]:
+    return [[(str(n), f"{prefix}{n}") for n in range(0, 6)], [(str(n), f"{prefix}{n}") for n in range(6, 11)]]
+
+
+@requires(Role.CLIENT)
+async def pick(update: Update, context: BotContext) -> str:
+    await settle(update)
+    exercise = PICK.match(update.callback_query.data).group(1)
+    await say(
+        update,
+        context,
+        "exercises.rating.before",
+        reply_markup=keyboard(*_rating_rows(f"px:before:{exercise}:"), await _stop_row(update, context)),
+    )
+    return BEFORE
+
+
+@requires(Role.CLIENT)
+async def rate_before(update: Update, context: BotContext) -> str | int:
+    match = RATE_BEFORE.match(update.callback_query.data)
+    exercise, rating = match.group(1), int(match.group(2))
+    if rating > 10:
+        await update.callback_query.answer()
+        return BEFORE
+    await settle(update)
+    session_id = await context.services.practice_log.begin(await context.identity(update), exercise, rating)
+    if exercise in TIMED:
+        await _start_timed(update, context, session_id, exercise)
+    elif exercise == "safe_place":
+        return await _safe_place_start(update, context)
+    else:
+        await _grounding_step(update, context, None)
+    return RUNNING
+
+
+# -- timed exercises: a JobQueue job edits one message per step ------------------------------
+#
+# Breathing: one step per phase (in 4 s, out 6 s) for N cycles. Muscle relaxation: per
+# muscle group a tense step and a release step (Skip this one jumps to the next group).
+# The message shows step i; the job fires after step i's seconds (times the speed factor)
+# and shows step i + 1, or, after the last step, the closing words and the rating after.
+
+
+def _timeline(content: Content, lang: str, exercise: str) -> list[tuple[str, float, int]]:
+    """The steps of a timed exercise: (text, seconds, group)."""
+    steps: list[tuple[str, float, int]] = []
+    if exercise == "breathing":
+        phases = content.raw("exercises.breathing.phases", lang)
+        cycles = int(content.raw("exercises.breathing.cycles", lang))
+        for cycle in range(cycles):
+            progress = content.text("exercises.breathing.progress", lang, cycle=cycle + 1, cycles=cycles)
+            for phase in phases:
+                body = phase["text"].replace("{seconds}", str(phase["seconds"]))
+                steps.append((f"<i>{progress}</i>\n\n{body}", float(phase["seconds"]), cycle))
+        return steps
+    groups = content.raw("exercises.pmr.groups", lang)
+    tense = int(content.raw("exercises.pmr.tense_seconds", lang))
+    release = int(content.raw("exercises.pmr.release_seconds", lang))
+    for n, group in enumerate(groups):
+        progress = content.text("exercises.pmr.progress", lang, step=n + 1, steps=len(groups))
+        for key, seconds in (("tense", tense), ("release", release)):
+            body = content.text(
+                f"exercises.pmr.{key}_step", lang, name=group["name"], seconds=seconds, text=group[key]
+            )
+            steps.append((f"<i>{progress}</i>\n\n{body}", float(seconds), n))
+    return steps
+
+
+def _timed_markup(content: Content, lang: str, exercise: str) -> Any:
+    stop = (content.text("exercises.buttons.stop", lang), STOP)
+    if exercise == "pmr":
+        return keyboard([(content.text("exercises.buttons.skip", lang), SKIP)], [stop])
+    return keyboard([stop])
+
+
+async def _start_timed(update: Update, context: BotContext, session_id: int, exercise: str) -> None:
+    identity = await context.identity(update)
+    content = context.services.content
+    lang = identity.language
+    chat_id = update.effective_chat.id
+    if exercise == "pmr":
+        tense = content.raw("exercises.pmr.tense_seconds", lang)
+        release = content.raw("exercises.pmr.release_seconds", lang)
+        await say(update, context, "exercises.pmr.intro", tense=tense, release=release)
+    else:
+        await say(update, context, f"exercises.{exercise}.intro")
+    await say(update, context, f"exercises.{exercise}.caution")
+    steps = _timeline(content, lang, exercise)
+    message = await context.bot.send_message(
+        chat_id, steps[0][0], reply_markup=_timed_markup(content, lang, exercise)
+    )
+    _cancel_job(context, chat_id)
+    _runs(context)[chat_id] = session_id
+    data = {
+        "chat_id": chat_id,
+        "message_id": message.message_id,
+        "session_id": session_id,
+        "telegram_id": identity.telegram_id,
+        "lang": lang,
+        "exercise": exercise,
+        "step": 0,
+    }
+    context.job_queue.run_once(_tick, steps[0][1] * _speed(context), data=data, name=_job_name(chat_id))
+
+
+async def _show_step(context: BotContext, data: dict[str, Any], step: int) -> None:
+    """Show ``step`` (or, past the end, finish) and schedule what follows."""
+    chat_id = data["chat_id"]
+    content = context.services.content
+    lang, exercise = data["lang"], data["exercise"]
+    steps = _timeline(content, lang, exercise)
+    if step < len(steps):
+        try:
+            await context.bot.edit_message_text(
+                steps[step][0],
+                chat_id=chat_id,
+                message_id=data["message_id"],
+                reply_markup=_timed_markup(content, lang, exercise),
+            )
+        except BadRequest:
+            pass  # e.g. the message is gone: keep the rhythm anyway
+        if _runs(context).get(chat_id) != data["session_id"]:
+            return  # stopped while the edit was under way
+        context.job_queue.run_once(
+            _tick, steps[step][1] * _speed(context), data={**data, "step": step}, name=_job_name(chat_id)
+        )
+        return
+    _runs(context).pop(chat_id, None)
+    try:
+        await context.bot.edit_message_text(
+            content.text(f"exercises.{exercise}.finished", lang), chat_id=chat_id, message_id=data["message_id"]
+        )
+    except BadRequest:
+        pass
+    await _ask_after(context, chat_id, data["telegram_id"], lang, data["session_id"])
+
+
+@public
+async def _tick(context: BotContext) -> None:
+    """A job: the current step's time is over."""
+    data: dict[str, Any] = context.job.data
+    if _runs(context).get(data["chat_id"]) != data["session_id"]:
+        return  # stopped (or restarted) meanwhile
+    await _show_step(context, data, data["step"] + 1)
+
+
+@requires(Role.CLIENT)
+async def skip_group(update: Update, context: BotContext) -> str:
+    """Muscle relaxation: Skip this one: straight to the next muscle group."""
+    await update.callback_query.answer()
+    chat_id = update.effective_chat.id
+    jobs = context.job_queue.get_jobs_by_name(_job_name(chat_id)) if context.job_queue else ()
+    job = next((j for j in jobs if j.data and j.data.get("exercise") == "pmr"), None)
+    if job is None or _runs(context).get(chat_id) != job.data["session_id"]:
+        return RUNNING
+    data = job.data
+    for old in jobs:
+        old.schedule_removal()
+    steps = _timeline(context.services.content, data["lang"], "pmr")
+    group = steps[data["step"]][2]
+    following = next((i for i, s in enumerate(steps) if s[2] > group), len(steps))
+    await _show_step(context, data, following)
+    return RUNNING
+
+
+# -- grounding 5-4-3-2-1: a prompt per sense, Next › ------------------------------------------
+
+
+async def _grounding_step(update: Update, context: BotContext, step: int | None) -> None:
+    """``None``: the intro (a new message); then step 0.. (the same message, edited)."""
+    identity = await context.identity(update)
+    content = context.services.content
+    lang = identity.language
+    steps = content.raw("exercises.grounding.steps", lang)
+    next_label = content.text("exercises.buttons.next", lang)
+    stop = (content.text("exercises.buttons.stop", lang), STOP)
+    if step is None:
+        await context.bot.send_message(
+            update.effective_chat.id,
+            content.text("exercises.grounding.intro", lang),
+            reply_markup=keyboard([(next_label, "px:gnext:0")], [stop]),
+        )
+        return
+    body = f"<i>{step + 1} / {len(steps)}</i>\n\n{steps[step]['prompt']}"
+    await update.callback_query.edit_message_text(
+        body, reply_markup=keyboard([(next_label, f"px:gnext:{step + 1}")], [stop])
+    )
+
+
+@requires(Role.CLIENT)
+async def grounding_next(update: Update, context: BotContext) -> str:
+    query = update.callback_query
+    identity = await context.identity(update)
+    steps = context.services.content.raw("exercises.grounding.steps", identity.language)
+    step = int(GROUND_NEXT.match(query.data).group(1))
+    if step < len(steps):
+        await query.answer()
+        await _grounding_step(update, context, step)
+        return RUNNING
+    await settle(update)
+    await say(update, context, "exercises.grounding.finished")
+    await _ask_after_open(update, context)
+    return RUNNING
+
+
+# -- the safe place: three short answers, stored encrypted, replayed as a cue -----------------
+
+
+async def _safe_place_start(update: Update, context: BotContext) -> str:
+    place = await context.services.practice_log.safe_place(await context.identity(update))
+    if place is None or not all(place.values()):
+        await say(update, context, "exercises.safe_place.intro")
+        await say(update, context, "exercises.safe_place.caution")
+        return await _safe_question(update, context, 0)
+    await say(
+        update,
+        context,
+        "exercises.safe_place.replay_intro",
+        reply_markup=keyboard(
+            [(await text(update, context, "exercises.buttons.visit"), "px:sp:visit")],
+            [
+                (await text(update, context, "exercises.buttons.change"), "px:sp:change"),
+                (await text(update, context, "exercises.buttons.delete"), "px:sp:delete"),
+            ],
+            await _stop_row(update, context),
+        ),
+    )
+    return RUNNING
+
+
+async def _safe_question(update: Update, context: BotContext, index: int) -> str:
+    identity = await context.identity(update)
+    questions = context.services.content.raw("exercises.safe_place.questions", identity.language)
+    await context.bot.send_message(
+        update.effective_chat.id, questions[index]["prompt"], reply_markup=keyboard(await _stop_row(update, context))
+    )
+    return SAFE_STATES[questions[index]["field"]]
+
+
+async def _safe_replay(update: Update, context: BotContext) -> str:
+    identity = await context.identity(update)
+    place = await context.services.practice_log.safe_place(identity) or {}
+    await say(update, context, "exercises.safe_place.cue", **{f: place.get(f) or "…" for f in SAFE_FIELDS})
+    await say(update, context, "exercises.safe_place.finished")
+    await _ask_after_open(update, context)
+    return RUNNING
+
+
+async def _ask_after_open(update: Update, context: BotContext) -> None:
+    identity = await context.identity(update)
+    open_ids = await context.services.practice_log.open_ids(identity)
+    if open_ids:
+        await _ask_after(context, update.effective_chat.id, identity.telegram_id, identity.language, open_ids[-1])
+
+
+@requires(Role.CLIENT)
+async def safe_choice(update: Update, context: BotContext) -> str:
+    await settle(update)
+    choice = SAFE.match(update.callback_query.data).group(1)
+    if choice == "visit":
+        return await _safe_replay(update, context)
+    if choice == "change":
+        return await _safe_question(update, context, 0)
+    await context.services.practice_log.delete_safe_place(await context.identity(update))
+    await say(update, context, "exercises.safe_place.deleted")
+    await _ask_after_open(update, context)
+    return RUNNING
+
+
+def _safe_answer(index: int):
+    @requires(Role.CLIENT)
+    async def answer(update: Update, context: BotContext) -> str:
+        identity = await context.identity(update)
+        content = context.services.content
+        questions = content.raw("exercises.safe_place.questions", identity.language)
+        limit = int(content.raw("exercises.safe_place.max_chars", identity.language))
+        words = " ".join((update.message.text or "").split())
+        if not words or len(words) > limit:
+            await say(update, context, "exercises.safe_place.too_long", max=limit)
+            return SAFE_STATES[questions[index]["field"]]
+        await context.services.practice_log.save_safe_place(identity, questions[index]["field"], words)
+        if index + 1 < len(questions):
+            return await _safe_question(update, context, index + 1)
+        await say(update, context, "exercises.safe_place.saved")
+        return await _safe_replay(update, context)
+
+    answer.__qualname__ = f"safe_answer_{index}"
+    return answer
+
+
+# -- the rating after -----------------------------------------------------------------------
+
+
+async def _ask_after(context: BotContext, chat_id: int, telegram_id: int, lang: str, session_id: int) -> None:
+    content = context.services.content
+    codec = context.services.callbacks
+    rows = [
+        [(str(n), codec.pack(telegram_id, AFTER, session_id, n)) for n in range(0, 6)],
+        [(str(n), codec.pack(telegram_id, AFTER, session_id, n)) for n in range(6, 11)],
+    ]
+    await context.bot.send_message(
+        chat_id,
+        content.text("exercises.rating.after", lang),
+        reply_markup=keyboard(*rows, [(content.text("exercises.buttons.stop", lang), STOP)]),
+    )
+
+
+@requires(Role.CLIENT)
+async def rate_after(update: Update, context: BotContext) -> str | int:
+    ids = await signed_ids(update, context, AFTER)
+    if ids is None or len(ids) != 2 or not 0 <= ids[1] <= 10:
+        return RUNNING
+    session_id, rating = ids
+    change = await context.services.practice_log.finish(await context.identity(update), session_id, rating)
+    if change is None:
+        await refuse(update, context, what=f"button:{AFTER}", reason="ownership")
+        return RUNNING
+    await settle(update)
+    before, after = change.before, change.after
+    key = "change_same" if before is None or after == before else ("change_down" if after < before else "change_up")
+    params: dict[str, Any] = {"before": before if before is not None else "?", "after": after}
+    if key == "change_up":
+        params["crisis"] = await crisis_block(update, context)
+    body = await text(update, context, f"exercises.rating.{key}", **params)
+    logged = await text(update, context, "exercises.rating.logged")
+    await context.bot.send_message(update.effective_chat.id, f"{body}\n\n<i>{logged}</i>")
+    return ConversationHandler.END
+
+
+# -- stopping --------------------------------------------------------------------------------
+
+
+@public  # a fallback of this conversation only (which only clients enter); /cancel is shared
+async def stop(update: Update, context: BotContext) -> int:
+    """✋ Stop, "stop", ✋, /stop or /cancel: end at once, keep what was answered, offer grounding."""
+    _cancel_job(context, update.effective_chat.id)
+    if update.callback_query:
+        await settle(update)
+    await context.services.practice_log.stop(await context.identity(update))
+    stopped = await text(update, context, "exercises.stop.stopped")
+    offer = await text(update, context, "exercises.stop.grounding_offer")
+    await context.bot.send_message(
+        update.effective_chat.id,
+        f"{stopped}\n\n{offer}",
+        reply_markup=keyboard(
+            [(await text(update, context, "exercises.buttons.grounding"), CALM_YES)],
+            [(await text(update, context, "exercises.buttons.no_thanks"), CALM_NO)],
+        ),
+    )
+    return ConversationHandler.END
+
+
+@requires(Role.CLIENT)
+async def calm(update: Update, context: BotContext) -> int:
+    await settle(update)
+    if update.callback_query.data == CALM_YES:
+        await say(update, context, "exercises.stop.grounding")
+    await say(update, context, "exercises.stop.grounding_done")
+    return ConversationHandler.END
+
+
+@requires(Role.CLIENT)
+async def use_the_buttons(update: Update, context: BotContext) -> None:
+    await say(update, context, "fallback.use_buttons")
+
+
+def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: Content) -> ConversationHandler:
+    stops: list[BaseHandler] = [
+        CommandHandler(["stop", "cancel"], stop),
+        MessageHandler(filters.TEXT & general.stop_words(content), stop),
+        CallbackQueryHandler(stop, pattern=f"^{re.escape(STOP)}$"),
+    ]
+    return conversation(
+        "practice",
+        entry_points=[
+            CommandHandler("practice", practice),
+            CallbackQueryHandler(calm, pattern=f"^(?:{re.escape(CALM_YES)}|{re.escape(CALM_NO)})$"),
+        ],
+        states={
+            MENU: [CallbackQueryHandler(pick, pattern=PICK), MessageHandler(free_text, use_the_buttons)],
+            BEFORE: [
+                CallbackQueryHandler(rate_before, pattern=RATE_BEFORE),
+                MessageHandler(free_text, use_the_buttons),
+            ],
+            RUNNING: [
+                CallbackQueryHandler(grounding_next, pattern=GROUND_NEXT),
+                CallbackQueryHandler(skip_group, pattern=f"^{re.escape(SKIP)}$"),
+                CallbackQueryHandler(safe_choice, pattern=SAFE),
+                CallbackQueryHandler(rate_after, pattern=CallbackCodec.pattern(AFTER)),
+                MessageHandler(free_text, use_the_buttons),
+            ],
+            **{
+                SAFE_STATES[field]: [MessageHandler(free_text, _safe_answer(n))]
+                for n, field in enumerate(SAFE_FIELDS)
+            },
+        },
+        fallbacks=stops + fallbacks,
+    )
+
