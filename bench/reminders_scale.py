@@ -49,7 +49,7 @@ from bot.crypto.keystore import KeyStore  # noqa: E402
 from bot.db.delivery_models import OutboxKind, OutboxMessage, ReminderSchedule  # noqa: E402
 from bot.db.engine import create_engine, session_factory  # noqa: E402
 from bot.db.migrate import upgrade  # noqa: E402
-from bot.db.models import Person  # noqa: E402
+from bot.db.models import ConsentRecord, Person  # noqa: E402
 from bot.db.types import utcnow  # noqa: E402
 from bot.delivery.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
 from bot.delivery.outbox import OutboxService  # noqa: E402
@@ -77,7 +77,7 @@ async def populate(sessions, count: int, t0: datetime, due: dict[datetime, int])
     """``count`` clients with daily reminders; ``due[instant] = n`` of them due at instant
     (in UTC at that wall time), the rest spread over the day from ``t0 + 10 min`` on.
     Returns the person ids of the ones due at a given instant, in order."""
-    people, schedules, special = [], [], []
+    people, consents, schedules, special = [], [], [], []
     instants = [instant for instant, n in due.items() for _ in range(n)]
     for i in range(count):
         person_id = new_row_id()
@@ -86,6 +86,8 @@ async def populate(sessions, count: int, t0: datetime, due: dict[datetime, int])
             "id": person_id, "telegram_id": FIRST_USER + i, "role": "client", "language": "en",
             "timezone": zone_name, "active": True, "created_at": t0, "updated_at": t0,
         })
+        # Clients who consented: the outbox sends nothing to the others.
+        consents.append({"person_id": person_id, "consent_version": "bench", "choice": "granted", "recorded_at": t0})
         if i < len(instants):
             special.append(person_id)
             at, zone, after = instants[i].time(), "UTC", instants[i] - timedelta(seconds=1)
@@ -102,9 +104,12 @@ async def populate(sessions, count: int, t0: datetime, due: dict[datetime, int])
     async with sessions.begin() as session:
         await session.execute(delete(OutboxMessage))
         await session.execute(delete(ReminderSchedule))
+        await session.execute(delete(ConsentRecord))
         await session.execute(delete(Person))
         for start in range(0, count, CHUNK):
             await session.execute(insert(Person.__table__), people[start : start + CHUNK])
+        for start in range(0, count, CHUNK):
+            await session.execute(insert(ConsentRecord.__table__), consents[start : start + CHUNK])
         for start in range(0, count, CHUNK):
             await session.execute(insert(ReminderSchedule.__table__), schedules[start : start + CHUNK])
     return special

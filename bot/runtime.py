@@ -28,13 +28,16 @@ from bot.delivery import dispatcher_of, stop_delivery
 from bot.delivery.leadership import UpdateConsumer, leader_lock_for
 from bot.delivery.outbox import OutboxService
 from bot.delivery.schedules import ScheduleService
+from bot.services.reminders import ReminderService
 from bot.services import Services
 from bot.services.audit import AuditService
 from bot.services.consent import ConsentService
 from bot.services.data_rights import DataRightsService
 from bot.services.enrollment import ClientEnrollmentService
 from bot.services.invites import InviteService
+from bot.services.learning import LearningService
 from bot.services.practice import PracticeService
+from bot.services.practice_log import PracticeLogService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
@@ -70,6 +73,7 @@ async def open_services(
     sessions = crypto.attach(session_factory(engine))
     invites = InviteService(sessions)
     outbox = OutboxService(sessions)
+    schedules = ScheduleService(sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes)
     return Services(
         settings=settings,
         engine=engine,
@@ -93,9 +97,10 @@ async def open_services(
         enrollment=ClientEnrollmentService(sessions, invites),
         data_rights=DataRightsService(sessions, crypto),
         outbox=outbox,
-        schedules=ScheduleService(
-            sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes
-        ),
+        schedules=schedules,
+        practice_log=PracticeLogService(sessions),
+        reminders=ReminderService(sessions, schedules, outbox),
+        learning=LearningService(sessions, content),
     )
 
 

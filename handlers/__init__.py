@@ -33,7 +33,10 @@ from handlers import (
     guard,
     invite,
     join_client,
+    learn,
+    practice,
     preferences,
+    reminders,
     start,
     therapists,
 )
@@ -52,6 +55,8 @@ def conversations(content: Content) -> list[BaseHandler]:
         clients.build(fallbacks, free_text),  # /clients and its buttons (therapists)
         join_client.build(fallbacks, free_text),  # a client joining: the steps after /start <link>
         preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
+        reminders.build(fallbacks, free_text),  # /reminders (clients)
+        practice.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
     ]
 
 
@@ -76,6 +81,8 @@ def register(application: Application) -> None:
     application.add_handlers(therapists.build(), group=MAIN)  # /therapists, /staff
     application.add_handlers(preferences.build_language(), group=MAIN)  # /language
     application.add_handlers(account.build(), group=MAIN)  # /mydata, /delete, /consent (clients)
+    application.add_handlers(learn.build(), group=MAIN)  # /learn and its buttons (everyone)
+    application.add_handlers(reminders.build_buttons(), group=MAIN)  # under a delivered reminder
     application.add_handlers(general.build(content), group=MAIN)
     application.add_handlers(fallback.handlers, group=MAIN)
 

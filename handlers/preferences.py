@@ -123,6 +123,8 @@ async def save_timezone(update: Update, context: BotContext, zone: str | None) -
         await say(update, context, "account.timezone.unknown")
         return None
     context.remember_identity(identity)
+    if identity.person_id is not None:  # reminders follow the person's zone: plan them anew
+        await context.services.schedules.reschedule_person(identity.person_id)
     return identity
 
 

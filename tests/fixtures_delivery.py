@@ -23,7 +23,8 @@ from telegram.ext import Defaults, ExtBot
 from bot.content import Content
 from bot.crypto.fields import SESSION_INFO_KEY, FieldCrypto
 from bot.db.delivery_models import OutboxMessage
-from bot.db.models import Person, Role
+from bot.db.models import ConsentChoice, ConsentRecord, Person, Role
+from bot.db.types import utcnow
 from bot.delivery.dispatcher import Dispatcher, DispatcherConfig
 from bot.delivery.outbox import OutboxService
 from bot.delivery.ratelimit import bot_rate_limiter
@@ -96,7 +97,16 @@ async def add_people(
         session.add_all(people)
         await session.flush()
         ids = [person.id for person in people]
+        await grant_consent(session, ids)
     return list(zip(ids, users, strict=True))
+
+
+async def grant_consent(session: AsyncSession, person_ids: list[int]) -> None:
+    """Clients who consented: the running bot's outbox sends nothing to the others."""
+    session.add_all(
+        ConsentRecord(person_id=person_id, consent_version="test", choice=ConsentChoice.GRANTED, recorded_at=utcnow())
+        for person_id in person_ids
+    )
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from bot.delivery.leadership import (
 from bot.delivery.outbox import OutboxService, PlainMessage
 from bot.sandbox.emulator import BotApiEmulator, FloodLimits
 from tests.fixtures_bot import prepare_database
-from tests.fixtures_delivery import reachable_user
+from tests.fixtures_delivery import grant_consent, reachable_user
 from tests.test_cli import BotProcess, bot_env
 
 REMINDER = "outbox.practice_reminder"
@@ -73,6 +73,8 @@ async def test_the_running_bot_dispatches_the_outbox(bot, emulator, db_sessions)
     async with db_sessions.begin() as session:
         person = Person(telegram_id=user.id, role=Role.CLIENT, language="en", timezone="UTC")
         session.add(person)
+        await session.flush()
+        await grant_consent(session, [person.id])
     await services.outbox.enqueue(person.id, kind=OutboxKind.REMINDER, idempotency_key="r1",
                                   content_key=REMINDER)
     message = await user.next_message(timeout=10)
@@ -160,6 +162,8 @@ async def test_two_instances_1000_messages_kill_9_the_leader(tmp_path: Path, fre
         async with sessions.begin() as session:
             people = [Person(telegram_id=u.id, role=Role.CLIENT, language="en", timezone="UTC") for u in recipients]
             session.add_all(people)
+            await session.flush()
+            await grant_consent(session, [p.id for p in people])
         probe = emulator.user(first_name="Kim")
 
         leader = BotProcess(tmp_path, env)

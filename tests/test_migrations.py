@@ -37,6 +37,8 @@ APP_TABLES = {
     "conversation_states",
     "invites",
     "outbox", "reminder_schedules", "quiet_hours", "delivery_instances",  # 0004
+    "learn_progress", "therapist_questions",  # 0005
+    "practice_sessions", "safe_places",  # 0006
 }
 
 
@@ -151,6 +153,10 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_outbox_subject_id_people",
         "fk_reminder_schedules_person_id_people",
         "fk_quiet_hours_person_id_people",
+        "fk_learn_progress_client_id_people",
+        "fk_therapist_questions_client_id_people",
+        "fk_practice_sessions_client_id_people",
+        "fk_safe_places_client_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
@@ -163,6 +169,8 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ck_outbox_attempts_not_negative",
         "ck_reminder_schedules_kind",
         "ck_reminder_schedules_weekdays",
+        "ck_learn_progress_pages_read_not_negative",
+        "ck_therapist_questions_page_positive",
     }
     assert {
         "ix_audit_events_occurred_at",
@@ -175,6 +183,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_invites_therapist_id",
         "ix_outbox_state_due_at",
         "ix_reminder_schedules_next_due_at",
+        "uq_therapist_questions_open",
     } <= found["ix"]
 
 

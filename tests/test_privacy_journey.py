@@ -32,7 +32,9 @@ ALIAS = "Qzx Aliasmarker"
 RENAMED = "Qzx Renamedmarker"
 FREE_TEXT = "Qzx freetextmarker I feel unsafe tonight"
 SUMMARY = "Qzx Summarymarker: stress 7 of 10"  # a clinical message the bot sends on its own
-MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker"]
+SAFE_PLACE = ["Qzx Seemarker", "Qzx Hearmarker", "Qzx Feelmarker"]  # /practice: the safe place
+MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker",
+           "Seemarker", "Hearmarker", "Feelmarker"]
 
 
 def encrypted_columns() -> list[tuple[str, str]]:
@@ -90,6 +92,32 @@ async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
 
     await client.send(FREE_TEXT)  # stray free text: answered, never stored
     await client.next_message()
+    # /practice: a grounding exercise rated before and after (the ratings are encrypted).
+    await client.send("/practice")
+    await client.press("Grounding 5-4-3-2-1", await client.next_message())
+    await client.press("6", await client.next_message())
+    step = await client.next_message()
+    for n in range(6):
+        await client.press("Next ›", step)
+        if n < 5:
+            await client.wait_for_edit(step)
+    await client.next_message()  # well done
+    await client.press("3", await client.next_message())
+    assert (await client.next_message()).content.startswith("From 6 to 3")
+    # /practice: the client's own safe place, in their words (encrypted).
+    await client.send("/practice")
+    await client.press("Safe place", await client.next_message())
+    await client.press("5", await client.next_message())
+    await client.next_message(), await client.next_message()  # intro, caution
+    for words in SAFE_PLACE:
+        await client.next_message()
+        await client.send(words)
+    await client.next_message()  # saved
+    assert "Seemarker" in (await client.next_message()).content, "the cue replays the client's words"
+    await client.next_message()
+    await client.press("4", await client.next_message())
+    await client.next_message()
+
     await client.send("/mydata")
     export = await client.wait_for(lambda m: m.document is not None)
     data = json.loads(export.document.data)

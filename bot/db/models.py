@@ -30,6 +30,8 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -244,6 +246,108 @@ class ConversationState(Base):
 
     def __repr__(self) -> str:
         return f"<ConversationState name={self.name!r} key={self.key!r}>"
+
+
+
+class LearnProgress(Base):
+    """How far a client got in one /learn module (people without a role get no rows).
+
+    Pages are reached in order (Next), so ``pages_read`` is the furthest page reached;
+    ``completed_at`` is set when the client reached the module's last page.
+    """
+
+    __tablename__ = "learn_progress"
+    __table_args__ = (
+        UniqueConstraint("client_id", "module_id"),
+        CheckConstraint("pages_read >= 0", name="pages_read_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    module_id: Mapped[str] = mapped_column(String(64))
+    pages_read: Mapped[int] = mapped_column(default=0, server_default="0")
+    completed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"<LearnProgress client_id={self.client_id} module={self.module_id!r} "
+            f"pages_read={self.pages_read} completed={self.completed_at is not None}>"
+        )
+
+
+class TherapistQuestion(Base):
+    """"Ask my therapist about this" on a /learn page: the module and page, no typed words.
+
+    Open until a summary includes it (``included_in_summary_at``); at most one open question
+    per client and module (``uq_therapist_questions_open``).
+    """
+
+    __tablename__ = "therapist_questions"
+    __table_args__ = (CheckConstraint("page >= 1", name="page_positive"),)
+
+    id: Mapped[int] = row_id_column()
+    client_id: Mapped[int] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    module_id: Mapped[str] = mapped_column(String(64))
+    page: Mapped[int]  # 1-based
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    included_in_summary_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return (
+            f"<TherapistQuestion id={self.id} client_id={self.client_id} "
+            f"module={self.module_id!r} page={self.page}>"
+        )
+
+
+Index(
+    "uq_therapist_questions_open",
+    TherapistQuestion.client_id,
+    TherapistQuestion.module_id,
+    unique=True,
+    sqlite_where=TherapistQuestion.included_in_summary_at.is_(None),
+    postgresql_where=TherapistQuestion.included_in_summary_at.is_(None),
+)
+
+
+class PracticeSession(Base):
+    """One calming exercise of /practice (bot.services.practice_log). The 0-10 distress
+    ratings are clinical: encrypted under the client's key (the number as text)."""
+
+    __tablename__ = "practice_sessions"
+
+    id: Mapped[int] = row_id_column()
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    exercise: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    stopped_early: Mapped[bool] = mapped_column(default=False, server_default=false())
+    distress_before: Mapped[str | None] = encrypted(owner="client_id", max_length=2)
+    distress_after: Mapped[str | None] = encrypted(owner="client_id", max_length=2)
+
+    def __repr__(self) -> str:  # no ratings in logs
+        return f"<PracticeSession id={self.id} exercise={self.exercise!r}>"
+
+
+class SafePlace(Base):
+    """A client's own safe place (/practice), in their words: what they see, hear and feel
+    there. One per client; a resource, never a memory. Encrypted under the client's key."""
+
+    __tablename__ = "safe_places"
+
+    id: Mapped[int] = row_id_column()
+    client_id: Mapped[int] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    see: Mapped[str | None] = encrypted(owner="client_id", max_length=200)
+    hear: Mapped[str | None] = encrypted(owner="client_id", max_length=200)
+    feel: Mapped[str | None] = encrypted(owner="client_id", max_length=200)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:  # no words in logs
+        return f"<SafePlace id={self.id}>"
 
 
 from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outbox, schedules: their tables join the metadata)

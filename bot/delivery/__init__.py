@@ -11,6 +11,7 @@ python-telegram-bot does not persist jobs); the JobQueue only runs the dispatche
 * bot.delivery.store        claim queries (PostgreSQL ``FOR UPDATE SKIP LOCKED``, SQLite a
                             conditional UPDATE), outcomes, lease recovery
 * bot.delivery.dispatcher   the tick, the sender and the outcome writer; crash semantics
+* bot.delivery.buttons      buttons under a message (a reminder's), signed at send time
 * bot.delivery.pacing       overall rate, one message per second per chat, flood waits
 * bot.delivery.ratelimit    how outbox pacing and python-telegram-bot's AIORateLimiter agree
 * bot.delivery.leadership   several instances: the leader lock, takeover, the shared rate
@@ -31,6 +32,7 @@ from telegram.ext import Application, CallbackContext
 
 from bot.context import SERVICES_KEY
 from bot.db.engine import is_sqlite
+from bot.delivery.buttons import OutboxButtons
 from bot.delivery.dispatcher import Dispatcher, DispatcherConfig
 from bot.delivery.leadership import InstanceRegistry
 from bot.delivery.store import OutboxStore
@@ -64,6 +66,7 @@ def start_delivery(application: Application) -> Dispatcher:
         planner=services.schedules,
         registry=None if is_sqlite(settings.database_url) else InstanceRegistry(services.sessions),
         may_receive=services.consent.may_receive,
+        buttons=OutboxButtons(services.content, services.callbacks),
     )
     dispatcher.start()
     application.bot_data[DISPATCHER_KEY] = dispatcher

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
-from telegram import Bot
+from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -168,8 +168,11 @@ class Dispatcher:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
+        buttons: Callable[[Claimed], InlineKeyboardMarkup | None] | None = None,
     ) -> None:
         self.bot = bot
+        #: The inline keyboard of a row, made at send time for its recipient (bot.delivery.buttons).
+        self.buttons = buttons
         #: Policy checked at send time, not at scheduling time: of these recipients, who may
         #: be sent a message now (e.g. a client who withdrew consent may not).
         self.may_receive = may_receive
@@ -430,13 +433,16 @@ class Dispatcher:
     async def _deliver(self, row: Claimed) -> Outcome:
         try:
             text = self._render(row)
+            markup = self.buttons(row) if self.buttons is not None else None
         except (ContentError, KeyError, ValueError, TypeError) as exc:
             _log.error("Outbox row %s cannot be rendered (%s)", row.id, type(exc).__name__)
             return Outcome(row.id, row.token, OutboxState.FAILED, "render_error")
         _log.debug("Sending outbox row %s (%s), attempt %d", row.id, row.kind, row.attempts)
         try:
             message = await asyncio.wait_for(
-                self.bot.send_message(chat_id=row.chat_id, text=text, **self._send_kwargs),
+                self.bot.send_message(
+                    chat_id=row.chat_id, text=text, reply_markup=markup, **self._send_kwargs
+                ),
                 self.config.send_timeout,
             )
         except RetryAfter as exc:

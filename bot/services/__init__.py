@@ -22,10 +22,13 @@ from bot.services.consent import ConsentService
 from bot.services.data_rights import DataRightsService
 from bot.services.enrollment import ClientEnrollmentService
 from bot.services.invites import InviteService
+from bot.services.learning import LearningService
 from bot.services.practice import PracticeService
+from bot.services.practice_log import PracticeLogService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
+from bot.services.reminders import ReminderService
 
 
 @dataclass
@@ -48,6 +51,9 @@ class Services:
     data_rights: DataRightsService  # /mydata export and /delete erasure
     outbox: OutboxService  # messages the bot sends on its own initiative (bot.delivery)
     schedules: ScheduleService  # recurring reminders, planned into the outbox
+    practice_log: PracticeLogService  # /practice: calming exercises and their ratings
+    reminders: ReminderService  # a client's own /reminders (owner-checked), snooze / skip
+    learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries
 
     async def close(self) -> None:
         try:
