@@ -13,7 +13,6 @@ so the buttons are entry points too (they work from any earlier message).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -31,7 +30,7 @@ from bot.db.models import Role
 from bot.services.invites import NotAllowed
 from bot.services.practice import ClientSummary
 from handlers.access import refuse, requires
-from handlers.common import conversation, keyboard, local_time, say, signed_ids, tell, text
+from handlers.common import conversation, keyboard, local_time, packer, say, signed_ids, tell, text
 
 RENAME_STATE = "clients_rename"
 
@@ -88,7 +87,7 @@ async def _list(update: Update, context: BotContext, page: int) -> tuple[str, In
     if pages > 1:
         lines.append(await text(update, context, "clients.list_page", page=page + 1, pages=pages))
     lines.append("")
-    pack = _packer(update, context)
+    pack = packer(update, context)
     buttons: list[list[tuple[str, str]]] = []
     for number, client in shown:
         name = await _name(update, context, client, number)
@@ -118,13 +117,6 @@ async def _row(update: Update, context: BotContext, client: ClientSummary, name:
 
 async def _name(update: Update, context: BotContext, client: ClientSummary, number: int) -> str:
     return client.alias or await text(update, context, "clients.no_alias", number=number + 1)
-
-
-def _packer(update: Update, context: BotContext) -> Callable[..., str]:
-    """``pack(action, *ids)``: a payload signed for the asker."""
-    codec: CallbackCodec = context.services.callbacks
-    user_id = update.effective_user.id
-    return lambda action, *ids: codec.pack(user_id, action, *ids)
 
 
 # -- one client ----------------------------------------------------------------------------
@@ -168,7 +160,7 @@ async def _show_page(update: Update, context: BotContext, client: ClientSummary)
         lines.append(await text(update, context, "clients.page_appointment", when=when))
     if client.readiness is not None:
         lines.append(await text(update, context, "clients.page_readiness", colour=client.readiness))
-    pack = _packer(update, context)
+    pack = packer(update, context)
     markup = keyboard(
         [
             (await text(update, context, "clients.rename_button"), pack(RENAME, client.client_id)),
@@ -223,7 +215,7 @@ async def confirm_unlink(update: Update, context: BotContext) -> int:
     if client is None:
         return ConversationHandler.END
     await update.callback_query.answer()
-    pack = _packer(update, context)
+    pack = packer(update, context)
     markup = keyboard(
         [(await text(update, context, "clients.unlink_yes_button"), pack(UNLINK_OK, client.client_id))],
         [(await text(update, context, "clients.unlink_no_button"), pack(OPEN, client.client_id))],

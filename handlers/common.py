@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -83,6 +84,14 @@ def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
     )
+
+
+def packer(update: Update, context: BotContext) -> Callable[..., str]:
+    """``pack(action, *ids)``: a button payload signed for the asker (the inverse of
+    ``signed_ids``)."""
+    codec = context.services.callbacks
+    user_id = update.effective_user.id
+    return lambda action, *ids: codec.pack(user_id, action, *ids)
 
 
 async def signed_ids(update: Update, context: BotContext, action: str) -> list[int] | None:

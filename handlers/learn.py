@@ -26,7 +26,7 @@ from bot.context import BotContext
 from bot.db.models import Role
 from bot.services.learning import Asked
 from handlers.access import public, refuse
-from handlers.common import keyboard, say, text
+from handlers.common import keyboard, packer, say, text
 
 # Signed callback actions.
 MENU = "lrn.menu"  # no arguments
@@ -130,7 +130,7 @@ async def _menu(update: Update, context: BotContext) -> tuple[str, InlineKeyboar
                               total=len(modules))
     mark = await text(update, context, "learn.read_mark")
     rows = [
-        [(f"{mark} {m.title}" if m.id in read else m.title, _pack(update, context, PAGE, m.id, 1))]
+        [(f"{mark} {m.title}" if m.id in read else m.title, packer(update, context)(PAGE, m.id, 1))]
         for m in modules
     ]
     body = await text(update, context, "learn.menu", progress=progress)
@@ -151,20 +151,20 @@ async def _page_text(update: Update, context: BotContext, module: Module, page: 
 async def _page_buttons(update: Update, context: BotContext, module: Module, page: int) -> InlineKeyboardMarkup:
     moves: list[tuple[str, str]] = []
     if page > 1:
-        moves.append((await text(update, context, "learn.back_button"), _pack(update, context, PAGE, module.id, page - 1)))
+        moves.append((await text(update, context, "learn.back_button"), packer(update, context)(PAGE, module.id, page - 1)))
     if page < len(module.pages):
-        moves.append((await text(update, context, "learn.next_button"), _pack(update, context, PAGE, module.id, page + 1)))
+        moves.append((await text(update, context, "learn.next_button"), packer(update, context)(PAGE, module.id, page + 1)))
     else:
-        moves.append((await text(update, context, "learn.done_button"), _pack(update, context, DONE, module.id, page)))
+        moves.append((await text(update, context, "learn.done_button"), packer(update, context)(DONE, module.id, page)))
     return keyboard(
         moves,
-        [(await text(update, context, "learn.ask_button"), _pack(update, context, ASK, module.id, page))],
-        [(await text(update, context, "learn.menu_button"), _pack(update, context, MENU))],
+        [(await text(update, context, "learn.ask_button"), packer(update, context)(ASK, module.id, page))],
+        [(await text(update, context, "learn.menu_button"), packer(update, context)(MENU))],
     )
 
 
 async def _menu_button(update: Update, context: BotContext) -> InlineKeyboardMarkup:
-    return keyboard([(await text(update, context, "learn.menu_button"), _pack(update, context, MENU))])
+    return keyboard([(await text(update, context, "learn.menu_button"), packer(update, context)(MENU))])
 
 
 async def _edit(update: Update, body: str, markup: InlineKeyboardMarkup) -> None:
@@ -178,10 +178,6 @@ async def _edit(update: Update, body: str, markup: InlineKeyboardMarkup) -> None
 
 
 # -- payloads ---------------------------------------------------------------------------------
-
-
-def _pack(update: Update, context: BotContext, action: str, *args: str | int) -> str:
-    return context.services.callbacks.pack(update.effective_user.id, action, *args)
 
 
 async def _args(update: Update, context: BotContext, action: str) -> list[str] | None:

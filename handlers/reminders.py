@@ -18,7 +18,6 @@ Times are the client's local time in their own zone; the outbox delivers them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import time
 
 from telegram import InlineKeyboardMarkup, Update
@@ -37,7 +36,7 @@ from bot.context import BotContext
 from bot.db.models import Role
 from bot.services.reminders import NotYours, Reminder, TooMany
 from handlers.access import refuse, requires
-from handlers.common import conversation, keyboard, say, settle, signed_ids, text
+from handlers.common import conversation, keyboard, packer, say, settle, signed_ids, text
 
 DAYS_STATE = "reminders_days"
 TIME_STATE = "reminders_time"
@@ -85,12 +84,6 @@ async def _words(update: Update, context: BotContext, reminder: Reminder) -> dic
     }
 
 
-def _packer(update: Update, context: BotContext) -> Callable[..., str]:
-    codec: CallbackCodec = context.services.callbacks
-    user_id = update.effective_user.id
-    return lambda action, *ids: codec.pack(user_id, action, *ids)
-
-
 async def _person(update: Update, context: BotContext) -> int:
     identity = await context.identity(update)
     assert identity.person_id is not None
@@ -103,7 +96,7 @@ async def _person(update: Update, context: BotContext) -> int:
 async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboardMarkup]:
     identity = await context.identity(update)
     reminders = await context.services.reminders.list(await _person(update, context))
-    pack = _packer(update, context)
+    pack = packer(update, context)
     buttons: list[list[tuple[str, str]]] = []
     if reminders:
         lines = [await text(update, context, "reminders.title", zone=identity.timezone)]
@@ -152,7 +145,7 @@ async def _mine(update: Update, context: BotContext, action: str) -> Reminder | 
 
 
 async def _show_page(update: Update, context: BotContext, reminder: Reminder) -> None:
-    pack = _packer(update, context)
+    pack = packer(update, context)
     key = "reminders.page" if reminder.active else "reminders.page_paused"
     toggle = (
         (await text(update, context, "reminders.pause_button"), pack(PAUSE, reminder.id))
@@ -212,7 +205,7 @@ async def confirm_delete(update: Update, context: BotContext) -> int:
     if reminder is None:
         return ConversationHandler.END
     await update.callback_query.answer()
-    pack = _packer(update, context)
+    pack = packer(update, context)
     markup = keyboard(
         [(await text(update, context, "reminders.delete_yes_button"), pack(DELETE_OK, reminder.id))],
         [(await text(update, context, "reminders.delete_no_button"), pack(OPEN, reminder.id))],
@@ -233,7 +226,7 @@ async def delete(update: Update, context: BotContext) -> int:
         await refuse(update, context, what=f"button:{DELETE_OK}", reason="ownership")
         return ConversationHandler.END
     await update.callback_query.answer()
-    pack = _packer(update, context)
+    pack = packer(update, context)
     await update.callback_query.edit_message_text(
         await text(update, context, "reminders.deleted"),
         reply_markup=keyboard([(await text(update, context, "reminders.back_button"), pack(LIST))]),

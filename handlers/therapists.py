@@ -25,7 +25,7 @@ from bot.db.models import InviteKind, Role
 from bot.services.invites import NotAllowed
 from bot.services.practice import TherapistSummary
 from handlers.access import refuse, requires
-from handlers.common import keyboard, signed_ids, tell, text
+from handlers.common import keyboard, packer, signed_ids, tell, text
 from handlers.invite import send_invite
 
 # Signed button actions (short: payloads hold at most 64 bytes, some carry two ids).
@@ -37,10 +37,6 @@ DEACTIVATE_OK = "th.deact_ok"
 MOVE = "th.move"
 MOVE_TO = "th.move_to"
 STAFF_INVITE = "st.invite"
-
-
-def _pack(update: Update, context: BotContext, action: str, *ids: int) -> str:
-    return context.services.callbacks.pack(update.effective_user.id, action, *ids)
 
 
 async def _name(update: Update, context: BotContext, therapist: TherapistSummary) -> str:
@@ -82,7 +78,7 @@ async def back_to_list(update: Update, context: BotContext) -> None:
 async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboardMarkup]:
     identity = await context.identity(update)
     therapists = await context.services.practice.therapists(identity)
-    invite_row = [(await text(update, context, "therapists.invite_button"), _pack(update, context, INVITE))]
+    invite_row = [(await text(update, context, "therapists.invite_button"), packer(update, context)(INVITE))]
     if not therapists:
         return await text(update, context, "therapists.empty"), keyboard(invite_row)
     lines = [await text(update, context, "therapists.list_title", count=len(therapists)), ""]
@@ -95,7 +91,7 @@ async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboar
             lines.append(
                 await text(update, context, "therapists.row_inactive", name=name, waiting=therapist.awaiting_move)
             )
-        buttons.append([(name, _pack(update, context, OPEN, therapist.person_id))])
+        buttons.append([(name, packer(update, context)(OPEN, therapist.person_id))])
     return "\n".join(lines), keyboard(*buttons, invite_row)
 
 
@@ -134,12 +130,12 @@ async def _show_page(update: Update, context: BotContext, therapist: TherapistSu
     rows: list[list[tuple[str, str]]] = []
     if therapist.active:
         rows.append([(await text(update, context, "therapists.deactivate_button"),
-                      _pack(update, context, DEACTIVATE, therapist.person_id))])
+                      packer(update, context)(DEACTIVATE, therapist.person_id))])
     elif therapist.awaiting_move:
         lines.append(await text(update, context, "therapists.page_waiting", waiting=therapist.awaiting_move))
         rows.append([(await text(update, context, "therapists.move_button"),
-                      _pack(update, context, MOVE, therapist.person_id))])
-    rows.append([(await text(update, context, "therapists.back_button"), _pack(update, context, LIST))])
+                      packer(update, context)(MOVE, therapist.person_id))])
+    rows.append([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     await update.callback_query.edit_message_text("\n".join(lines), reply_markup=keyboard(*rows))
 
 
@@ -162,9 +158,9 @@ async def confirm_deactivate(update: Update, context: BotContext) -> None:
     await update.callback_query.answer()
     markup = keyboard(
         [(await text(update, context, "therapists.deactivate_yes_button"),
-          _pack(update, context, DEACTIVATE_OK, therapist.person_id))],
+          packer(update, context)(DEACTIVATE_OK, therapist.person_id))],
         [(await text(update, context, "therapists.deactivate_no_button"),
-          _pack(update, context, OPEN, therapist.person_id))],
+          packer(update, context)(OPEN, therapist.person_id))],
     )
     body = await text(
         update, context, "therapists.deactivate_confirm",
@@ -193,7 +189,7 @@ async def deactivate(update: Update, context: BotContext) -> None:
         name=await _name(update, context, therapist), clients=len(done.clients),
     )
     await update.callback_query.edit_message_text(
-        body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), _pack(update, context, LIST))])
+        body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     )
 
 
@@ -212,14 +208,14 @@ async def choose_target(update: Update, context: BotContext) -> None:
         await _refused(update, context, MOVE, refused)
         return
     await update.callback_query.answer()
-    back = [(await text(update, context, "therapists.back_button"), _pack(update, context, LIST))]
+    back = [(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))]
     if not targets:
         await update.callback_query.edit_message_text(
             await text(update, context, "therapists.move_none"), reply_markup=keyboard(back)
         )
         return
     rows = [
-        [(await _name(update, context, target), _pack(update, context, MOVE_TO, therapist.person_id, target.person_id))]
+        [(await _name(update, context, target), packer(update, context)(MOVE_TO, therapist.person_id, target.person_id))]
         for target in targets
     ]
     body = await text(
@@ -249,7 +245,7 @@ async def move(update: Update, context: BotContext) -> None:
                clients=len(done.clients))
     body = await text(update, context, "therapists.moved", name=name, clients=len(done.clients))
     await update.callback_query.edit_message_text(
-        body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), _pack(update, context, LIST))])
+        body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     )
 
 
@@ -264,7 +260,7 @@ async def show_staff(update: Update, context: BotContext) -> None:
     except NotAllowed as refused:
         await refuse(update, context, what="/staff", reason=refused.reason)
         return
-    invite_row = [(await text(update, context, "staff.invite_button"), _pack(update, context, STAFF_INVITE))]
+    invite_row = [(await text(update, context, "staff.invite_button"), packer(update, context)(STAFF_INVITE))]
     if not staff:
         body = await text(update, context, "staff.empty")
     else:
