@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     reminder_grace_minutes: int = Field(default=60, ge=1, le=24 * 60)
     # PostgreSQL: how often a standby instance tries to take over consuming updates.
     leader_retry_seconds: float = Field(default=2.0, gt=0, le=60)
+    # A factor on every timing of the paced exercises (breathing, muscle relaxation): 1.0 in
+    # production; smaller for demonstrations and tests.
+    practice_time_scale: float = Field(default=1.0, gt=0, le=10)
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from bot.services.people import Identity
 
 SERVICES_KEY = "services"
+# bot_data: ``async hook(application, consuming: bool)`` called when this instance starts or
+# stops consuming updates (bot.runtime); handlers register them (handlers/__init__.py).
+CONSUMING_HOOKS_KEY = "on_consuming"
 
 
 class BotContext(CallbackContext[ExtBot, dict, dict, dict]):

@@ -19,6 +19,7 @@ from bot.app import build_application
 from bot.callbacks import CallbackCodec
 from bot.config import Settings
 from bot.content import Content
+from bot.context import CONSUMING_HOOKS_KEY
 from bot.crypto.fields import FieldCrypto
 from bot.crypto.keyring import EMBEDDED_KEYS_FILE, Keyring, load_keyring
 from bot.crypto.keystore import SHARED_KEYSTORE_WARNING, KeyStore, resolve_keystore_url
@@ -202,6 +203,8 @@ def _update_consumer(
         dispatcher = dispatcher_of(application)
         if dispatcher is not None:
             dispatcher.consuming_updates = consuming
+        for hook in application.bot_data.get(CONSUMING_HOOKS_KEY, ()):
+            await hook(application, consuming)
 
     return UpdateConsumer(
         application,

@@ -22,7 +22,7 @@ from telegram import Update
 from telegram.ext import Application, BaseHandler, TypeHandler
 
 from bot.content import Content
-from bot.context import SERVICES_KEY
+from bot.context import CONSUMING_HOOKS_KEY, SERVICES_KEY
 from bot.logs import remember_update_texts
 from handlers import (
     account,
@@ -87,5 +87,8 @@ def register(application: Application) -> None:
     application.add_handlers(fallback.handlers, group=MAIN)
 
     application.add_handler(TypeHandler(Update, _persist_now), group=AFTER)
+
+    # When this instance starts consuming updates: resume timed exercises a restart stopped.
+    application.bot_data.setdefault(CONSUMING_HOOKS_KEY, []).append(practice.on_consuming)
 
     application.add_error_handler(errors.on_error)

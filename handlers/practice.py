@@ -2,9 +2,9 @@
 relaxation, the safe place and grounding 5-4-3-2-1.
 
     /practice ──► MENU ──[exercise]──► BEFORE (0-10) ──► RUNNING ──► rating after ──► end
-                                                          (breathing, muscle relaxation: one
-                                                           message edited per step by the
-                                                           JobQueue; grounding: a prompt per
+                    ▲                   ▲                 (breathing, muscle relaxation: one
+    [Start now] ────┴── (any) ──────────┘ (its exercise)   message edited per step by the
+    under a reminder                                       JobQueue; grounding: a prompt per
                                                            sense, Next ›)
 
 The rating before is stored as soon as it is given (encrypted, bot.services.practice_log);
@@ -13,18 +13,28 @@ the rating after completes the row and the change is shown. ✋ Stop on every st
 is cancelled, the exercise is logged as stopped early (its rating kept), and a short
 grounding step is offered.
 
-Timing: the phase seconds come from content; ``application.bot_data["practice_speed"]``
-(default 1.0) multiplies them (tests use 0.01). No handler ever sleeps.
+Timing: the phase seconds come from content; the setting PRACTICE_TIME_SCALE (or, in tests,
+``application.bot_data["practice_speed"]``) multiplies them. No handler ever sleeps.
+
+A restart: PTB keeps jobs in memory only. The message a timed exercise edits, the step it
+shows and since when are stored with the exercise (no clinical content); when this
+instance starts consuming updates, ``on_consuming`` resumes every timed exercise under way
+at the step the elapsed time gives (or, if it ended meanwhile, shows the closing words and
+asks the rating after). An instance that stops consuming drops its timers, so two
+instances never edit the same exercise.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import Update
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
+    Application,
     BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
@@ -37,10 +47,16 @@ from bot.callbacks import CallbackCodec
 from bot.content import Content
 from bot.context import BotContext
 from bot.db.models import Role
-from bot.services.practice_log import SAFE_FIELDS
+from bot.db.types import utcnow
+from bot.delivery.buttons import REMINDER_START
+from bot.services.practice_log import SAFE_FIELDS, Run
+from bot.services.reminders import NotYours
 from handlers import general
+from handlers.fallback import stale_button
 from handlers.access import public, refuse, requires
 from handlers.common import conversation, crisis_block, keyboard, say, settle, signed_ids, text
+
+_log = logging.getLogger(__name__)
 
 MENU = "practice:menu"
 BEFORE = "practice:before"
@@ -61,6 +77,7 @@ SKIP = "px:skip"
 CALM_YES = "px:calm:yes"
 CALM_NO = "px:calm:no"
 AFTER = "px.after"  # signed: px.after|<session id>|<rating>
+RESUME_WITHIN = timedelta(minutes=30)  # a timed exercise older than this is not resumed
 
 
 def _job_name(chat_id: int) -> str:
@@ -72,7 +89,8 @@ def _runs(context: BotContext) -> dict[int, int]:
 
 
 def _speed(context: BotContext) -> float:
-    return float(context.application.bot_data.get(SPEED_KEY, 1.0))
+    default = context.services.settings.practice_time_scale
+    return float(context.application.bot_data.get(SPEED_KEY, default))
 
 
 def _cancel_job(context: BotContext, chat_id: int) -> None:
@@ -91,6 +109,11 @@ async def _stop_row(update: Update, context: BotContext) -> list[tuple[str, str]
 
 @requires(Role.CLIENT)
 async def practice(update: Update, context: BotContext) -> str:
+    return await _menu(update, context)
+
+
+async def _menu(update: Update, context: BotContext) -> str:
+    """The exercises to choose from; an exercise still under way ends as stopped early."""
     _cancel_job(context, update.effective_chat.id)
     await context.services.practice_log.stop(await context.identity(update))
     body = await text(update, context, "exercises.menu.title") + "\n\n" + await text(update, context, "exercises.menu.intro")
@@ -103,6 +126,31 @@ async def practice(update: Update, context: BotContext) -> str:
     return MENU
 
 
+@requires(Role.CLIENT)
+async def start_from_reminder(update: Update, context: BotContext) -> str | None:
+    """Start now, under a delivered reminder: the reminder's exercise (its rating before), or
+    the menu when the reminder is for any exercise. A payload that is not the presser's own
+    reminder is refused and changes nothing (None keeps any conversation where it was)."""
+    ids = await signed_ids(update, context, REMINDER_START)
+    if not ids:
+        return None
+    identity = await context.identity(update)
+    try:
+        exercise = await context.services.reminders.delivered_exercise(identity.person_id, ids[0])
+    except NotYours:
+        await refuse(update, context, what=f"button:{REMINDER_START}", reason="ownership")
+        return None
+    try:
+        await settle(update)
+    except BadRequest:  # pressed twice: the buttons are already gone
+        pass
+    if exercise is None:
+        return await _menu(update, context)
+    _cancel_job(context, update.effective_chat.id)
+    await context.services.practice_log.stop(identity)
+    return await _ask_before(update, context, exercise)
+
+
 def _rating_rows(prefix: str) -> list[list[tuple[str, str]]]:
     return [[(str(n), f"{prefix}{n}") for n in range(0, 6)], [(str(n), f"{prefix}{n}") for n in range(6, 11)]]
 
@@ -110,7 +158,10 @@ def _rating_rows(prefix: str) -> list[list[tuple[str, str]]]:
 @requires(Role.CLIENT)
 async def pick(update: Update, context: BotContext) -> str:
     await settle(update)
-    exercise = PICK.match(update.callback_query.data).group(1)
+    return await _ask_before(update, context, PICK.match(update.callback_query.data).group(1))
+
+
+async def _ask_before(update: Update, context: BotContext, exercise: str) -> str:
     await say(
         update,
         context,
@@ -196,6 +247,7 @@ async def _start_timed(update: Update, context: BotContext, session_id: int, exe
     )
     _cancel_job(context, chat_id)
     _runs(context)[chat_id] = session_id
+    await context.services.practice_log.mark_run(identity, session_id, message.message_id, 0, utcnow())
     data = {
         "chat_id": chat_id,
         "message_id": message.message_id,
@@ -208,8 +260,9 @@ async def _start_timed(update: Update, context: BotContext, session_id: int, exe
     context.job_queue.run_once(_tick, steps[0][1] * _speed(context), data=data, name=_job_name(chat_id))
 
 
-async def _show_step(context: BotContext, data: dict[str, Any], step: int) -> None:
-    """Show ``step`` (or, past the end, finish) and schedule what follows."""
+async def _show_step(context: BotContext, data: dict[str, Any], step: int, delay: float | None = None) -> None:
+    """Show ``step`` (or, past the end, finish) and schedule what follows: after the step's
+    time, or after ``delay`` seconds (a resumed step that has partly gone by)."""
     chat_id = data["chat_id"]
     content = context.services.content
     lang, exercise = data["lang"], data["exercise"]
@@ -226,9 +279,9 @@ async def _show_step(context: BotContext, data: dict[str, Any], step: int) -> No
             pass  # e.g. the message is gone: keep the rhythm anyway
         if _runs(context).get(chat_id) != data["session_id"]:
             return  # stopped while the edit was under way
-        context.job_queue.run_once(
-            _tick, steps[step][1] * _speed(context), data={**data, "step": step}, name=_job_name(chat_id)
-        )
+        if delay is None:
+            delay = steps[step][1] * _speed(context)
+        context.job_queue.run_once(_tick, delay, data={**data, "step": step}, name=_job_name(chat_id))
         return
     _runs(context).pop(chat_id, None)
     try:
@@ -264,8 +317,66 @@ async def skip_group(update: Update, context: BotContext) -> str:
     steps = _timeline(context.services.content, data["lang"], "pmr")
     group = steps[data["step"]][2]
     following = next((i for i, s in enumerate(steps) if s[2] > group), len(steps))
+    await context.services.practice_log.mark_run(
+        await context.identity(update), data["session_id"], data["message_id"], following, utcnow()
+    )
     await _show_step(context, data, following)
     return RUNNING
+
+
+# -- a restart: resume the timed exercises under way -------------------------------------------
+
+
+async def on_consuming(application: Application, consuming: bool) -> None:
+    """This instance started (or stopped) consuming updates (bot.runtime). Starting: resume
+    the timed exercises under way, from a job (so that it has a context). Stopping: drop
+    this instance's timers; the instance taking over resumes them."""
+    job_queue = application.job_queue
+    if job_queue is None:
+        return
+    if consuming:
+        job_queue.run_once(_resume, 0, name="practice:resume")
+        return
+    application.bot_data.get(RUNS_KEY, {}).clear()
+    for job in job_queue.jobs():
+        if job.name and job.name.startswith("practice:"):
+            job.schedule_removal()
+
+
+@public
+async def _resume(context: BotContext) -> None:
+    """A job: every timed exercise that showed a step in the last RESUME_WITHIN goes on."""
+    now = utcnow()
+    for run in await context.services.practice_log.runs_since(now - RESUME_WITHIN):
+        if run.exercise not in TIMED or run.telegram_id in _runs(context):
+            continue
+        try:
+            await _resume_run(context, run, now)
+        except TelegramError as exc:  # e.g. the client blocked the bot meanwhile
+            _runs(context).pop(run.telegram_id, None)
+            _log.warning("Could not resume practice session %s: %s", run.session_id, type(exc).__name__)
+
+
+async def _resume_run(context: BotContext, run: Run, now: datetime) -> None:
+    speed = _speed(context)
+    steps = _timeline(context.services.content, run.language, run.exercise)
+    step, into = run.step, (now - run.since).total_seconds() / speed
+    while step < len(steps) and into >= steps[step][1]:
+        into -= steps[step][1]
+        step += 1
+    data = {
+        "chat_id": run.telegram_id,  # a private chat's id is the person's
+        "message_id": run.message_id,
+        "session_id": run.session_id,
+        "telegram_id": run.telegram_id,
+        "lang": run.language,
+        "exercise": run.exercise,
+        "step": step,
+    }
+    _runs(context)[run.telegram_id] = run.session_id
+    _log.info("Resuming practice session %s at step %d of %d", run.session_id, step, len(steps))
+    delay = (steps[step][1] - into) * speed if step < len(steps) else None
+    await _show_step(context, data, step, delay)
 
 
 # -- grounding 5-4-3-2-1: a prompt per sense, Next › ------------------------------------------
@@ -411,7 +522,7 @@ async def _ask_after(context: BotContext, chat_id: int, telegram_id: int, lang: 
 
 
 @requires(Role.CLIENT)
-async def rate_after(update: Update, context: BotContext) -> str | int:
+async def rate_after(update: Update, context: BotContext) -> str | int | None:
     ids = await signed_ids(update, context, AFTER)
     if ids is None or len(ids) != 2 or not 0 <= ids[1] <= 10:
         return RUNNING
@@ -420,6 +531,9 @@ async def rate_after(update: Update, context: BotContext) -> str | int:
     if change is None:
         await refuse(update, context, what=f"button:{AFTER}", reason="ownership")
         return RUNNING
+    if not change.recorded:  # an exercise that has ended (an older message's button): as it was
+        await stale_button(update, context)
+        return None
     await settle(update)
     before, after = change.before, change.after
     key = "change_same" if before is None or after == before else ("change_down" if after < before else "change_up")
@@ -479,6 +593,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: 
         "practice",
         entry_points=[
             CommandHandler("practice", practice),
+            CallbackQueryHandler(start_from_reminder, pattern=CallbackCodec.pattern(REMINDER_START)),
             CallbackQueryHandler(calm, pattern=f"^(?:{re.escape(CALM_YES)}|{re.escape(CALM_NO)})$"),
         ],
         states={

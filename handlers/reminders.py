@@ -2,11 +2,14 @@
 
     /reminders ──► list ──[a reminder]──► page ──[Change time]──► TIME ──(HH:MM)──► changed
                     │                       ├──[Change days]──► DAYS ──[Next]──► changed
+                    │                       ├──[Change exercise]──► EXERCISE ──[one]──► changed
                     │                       ├──[Pause] / [Resume]──► page
                     │                       └──[Delete]──► confirm ──[Yes]──► deleted
-                    └──[+ Add]──► DAYS ──[toggle days, Next]──► TIME ──[a time / typed]──► added
+                    └──[+ Add]──► EXERCISE ──[one, or Any]──► DAYS ──[toggle days, Next]──►
+                                  TIME ──[a time / typed]──► added
 
-    a delivered reminder: [Start now] [Snooze 15 min] [Skip today]
+    a delivered reminder: [Snooze 15 min] [Skip today] here; [Start now] opens /practice on
+    the reminder's exercise (handlers/practice.py)
 
 Buttons that name a reminder (or a delivered message) carry signed payloads, made for the
 presser (bot.callbacks); the service (bot.services.reminders) checks ownership at the moment
@@ -34,10 +37,13 @@ from telegram.ext import (
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.db.models import Role
-from bot.services.reminders import NotYours, Reminder, TooMany
+from bot.delivery.buttons import REMINDER_SKIP as SKIP
+from bot.delivery.buttons import REMINDER_SNOOZE as SNOOZE
+from bot.services.reminders import EXERCISES, NotYours, Reminder, TooMany
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, packer, say, settle, signed_ids, text
 
+EXERCISE_STATE = "reminders_exercise"
 DAYS_STATE = "reminders_days"
 TIME_STATE = "reminders_time"
 
@@ -47,21 +53,19 @@ ADD = "rem.add"
 OPEN = "rem.open"
 EDIT_TIME = "rem.time"
 EDIT_DAYS = "rem.days"
+EDIT_EXERCISE = "rem.ex"
 PAUSE = "rem.pause"
 RESUME = "rem.resume"
 DELETE = "rem.del"
 DELETE_OK = "rem.del_ok"
-# Under a delivered reminder (made by bot.delivery.buttons; the id is the outbox row's).
-START_NOW = "rem.start"
-SNOOZE = "rem.snooze"
-SKIP = "rem.skip"
 
+EXERCISE_BUTTON = re.compile(rf"^rmx:({'|'.join(EXERCISES)}|any)$")
 DAY_BUTTON = re.compile(r"^rmd:([0-6]|all|ok)$")
 TIME_BUTTON = re.compile(r"^rmt:(\d{2}):(\d{2})$")
 TYPED_TIME = re.compile(r"^\s*(\d{1,2})\s*[:.hH]\s*(\d{2})\s*$|^\s*(\d{1,2})\s*$")
 COMMON_TIMES = ["08:00", "09:00", "12:00", "17:00", "19:00", "21:00"]
 
-_DRAFT = "reminders_draft"  # user_data: {"id": reminder id or None, "days": [...]}
+_DRAFT = "reminders_draft"  # user_data: {"id": reminder id or None, "days": [...], "exercise": ...}
 
 
 # -- words -------------------------------------------------------------------------------------
@@ -75,12 +79,19 @@ async def _days(update: Update, context: BotContext, days: frozenset[int] | set[
     return ", ".join(names[day] for day in sorted(days))
 
 
+async def _exercise(update: Update, context: BotContext, exercise: str | None) -> str:
+    if exercise is None:
+        return await text(update, context, "reminders.any_exercise")
+    return await text(update, context, f"exercises.{exercise}.title")
+
+
 async def _words(update: Update, context: BotContext, reminder: Reminder) -> dict[str, str]:
     identity = await context.identity(update)
     return {
         "days": await _days(update, context, reminder.weekdays),
         "time": reminder.at.strftime("%H:%M"),
         "zone": identity.timezone,
+        "exercise": await _exercise(update, context, reminder.exercise),
     }
 
 
@@ -157,6 +168,7 @@ async def _show_page(update: Update, context: BotContext, reminder: Reminder) ->
             (await text(update, context, "reminders.time_button"), pack(EDIT_TIME, reminder.id)),
             (await text(update, context, "reminders.days_button"), pack(EDIT_DAYS, reminder.id)),
         ],
+        [(await text(update, context, "reminders.exercise_button"), pack(EDIT_EXERCISE, reminder.id))],
         [toggle, (await text(update, context, "reminders.delete_button"), pack(DELETE, reminder.id))],
         [(await text(update, context, "reminders.back_button"), pack(LIST))],
     )
@@ -249,9 +261,22 @@ async def _days_keyboard(update: Update, context: BotContext, chosen: set[int]) 
     )
 
 
+async def _ask_exercise(update: Update, context: BotContext, reminder: Reminder | None) -> str:
+    context.user_data[_DRAFT] = {"id": reminder.id if reminder else None, "days": None, "exercise": None}
+    rows = [[(await _exercise(update, context, name), f"rmx:{name}")] for name in EXERCISES]
+    rows.append([(await _exercise(update, context, None), "rmx:any")])
+    await say(update, context, "reminders.ask_exercise", reply_markup=keyboard(*rows))
+    return EXERCISE_STATE
+
+
 async def _ask_days(update: Update, context: BotContext, reminder: Reminder | None) -> str:
     chosen = set(reminder.weekdays) if reminder else set()
-    context.user_data[_DRAFT] = {"id": reminder.id if reminder else None, "days": sorted(chosen)}
+    draft = context.user_data.get(_DRAFT) or {}
+    context.user_data[_DRAFT] = {
+        "id": reminder.id if reminder else None,
+        "days": sorted(chosen),
+        "exercise": draft.get("exercise") if reminder is None else None,
+    }
     await say(update, context, "reminders.ask_days", reply_markup=await _days_keyboard(update, context, chosen))
     return DAYS_STATE
 
@@ -271,24 +296,49 @@ async def add(update: Update, context: BotContext) -> str | int:
     if await signed_ids(update, context, ADD) is None:
         return ConversationHandler.END
     await update.callback_query.answer()
-    return await _ask_days(update, context, None)
+    return await _ask_exercise(update, context, None)
+
+
+async def _editing(update: Update, context: BotContext, action: str) -> Reminder | None:
+    """The reminder a Change … button names, if it is the presser's (the press answered)."""
+    reminder = await _mine(update, context, action)
+    if reminder is not None:
+        await update.callback_query.answer()
+    return reminder
+
+
+@requires(Role.CLIENT)
+async def edit_exercise(update: Update, context: BotContext) -> str | int:
+    reminder = await _editing(update, context, EDIT_EXERCISE)
+    return ConversationHandler.END if reminder is None else await _ask_exercise(update, context, reminder)
+
+
+@requires(Role.CLIENT)
+async def exercise_pressed(update: Update, context: BotContext) -> str | int:
+    draft = context.user_data.get(_DRAFT)
+    await settle(update)
+    if draft is None:
+        await say(update, context, "reminders.lost")
+        return ConversationHandler.END
+    choice = EXERCISE_BUTTON.match(update.callback_query.data).group(1)
+    exercise = None if choice == "any" else choice
+    if draft["id"] is None:
+        draft["exercise"] = exercise
+        return await _ask_days(update, context, None)
+    return await _save(update, context, draft["id"], exercise=exercise, any_exercise=exercise is None)
 
 
 @requires(Role.CLIENT)
 async def edit_days(update: Update, context: BotContext) -> str | int:
-    reminder = await _mine(update, context, EDIT_DAYS)
-    if reminder is None:
-        return ConversationHandler.END
-    await update.callback_query.answer()
-    return await _ask_days(update, context, reminder)
+    reminder = await _editing(update, context, EDIT_DAYS)
+    return ConversationHandler.END if reminder is None else await _ask_days(update, context, reminder)
 
 
 @requires(Role.CLIENT)
 async def edit_time(update: Update, context: BotContext) -> str | int:
-    reminder = await _mine(update, context, EDIT_TIME)
+    reminder = await _editing(update, context, EDIT_TIME)
     if reminder is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
     context.user_data[_DRAFT] = {"id": reminder.id, "days": None}
     return await _ask_time(update, context)
 
@@ -310,7 +360,7 @@ async def day_pressed(update: Update, context: BotContext) -> str | int:
         await settle(update)
         if draft["id"] is None:
             return await _ask_time(update, context)
-        return await _save(update, context, draft["id"], weekdays=chosen, at=None)
+        return await _save(update, context, draft["id"], weekdays=chosen)
     if choice == "all":
         chosen = set() if len(chosen) == 7 else set(range(7))
     else:
@@ -354,25 +404,28 @@ async def _time_chosen(update: Update, context: BotContext, at: time | None) -> 
         return TIME_STATE
     if draft["id"] is None:
         days = set(draft["days"] or ())
+        exercise = draft.get("exercise")
         try:
-            await context.services.reminders.add(await _person(update, context), days, at)
+            await context.services.reminders.add(await _person(update, context), days, at, exercise)
         except TooMany:
             context.user_data.pop(_DRAFT, None)
             await say(update, context, "reminders.too_many")
             return ConversationHandler.END
         context.user_data.pop(_DRAFT, None)
-        await say(update, context, "reminders.added", days=await _days(update, context, days), time=at.strftime("%H:%M"))
+        await say(
+            update, context, "reminders.added", days=await _days(update, context, days),
+            time=at.strftime("%H:%M"), exercise=await _exercise(update, context, exercise),
+        )
         return ConversationHandler.END
-    return await _save(update, context, draft["id"], weekdays=None, at=at)
+    return await _save(update, context, draft["id"], at=at)
 
 
-async def _save(
-    update: Update, context: BotContext, reminder_id: int, *, weekdays: set[int] | None, at: time | None
-) -> int:
+async def _save(update: Update, context: BotContext, reminder_id: int, **change: object) -> int:
+    """Apply ``change`` (days, time or exercise: see ReminderService.change) and say so."""
     context.user_data.pop(_DRAFT, None)
     try:
         reminder = await context.services.reminders.change(
-            await _person(update, context), reminder_id, weekdays=weekdays, at=at
+            await _person(update, context), reminder_id, **change  # type: ignore[arg-type]
         )
     except NotYours:
         await refuse(update, context, what="reminders:change", reason="ownership")
@@ -395,14 +448,6 @@ async def _settle_delivered(update: Update) -> None:
         await settle(update)
     except BadRequest:  # "message is not modified"
         pass
-
-
-@requires(Role.CLIENT)
-async def start_now(update: Update, context: BotContext) -> None:
-    if await _delivered(update, context, START_NOW) is None:
-        return
-    await _settle_delivered(update)
-    await say(update, context, "reminders.start_now")
 
 
 @requires(Role.CLIENT)
@@ -440,6 +485,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
         CallbackQueryHandler(open_reminder, pattern=CallbackCodec.pattern(OPEN)),
         CallbackQueryHandler(edit_time, pattern=CallbackCodec.pattern(EDIT_TIME)),
         CallbackQueryHandler(edit_days, pattern=CallbackCodec.pattern(EDIT_DAYS)),
+        CallbackQueryHandler(edit_exercise, pattern=CallbackCodec.pattern(EDIT_EXERCISE)),
         CallbackQueryHandler(pause, pattern=CallbackCodec.pattern(PAUSE)),
         CallbackQueryHandler(resume, pattern=CallbackCodec.pattern(RESUME)),
         CallbackQueryHandler(confirm_delete, pattern=CallbackCodec.pattern(DELETE)),
@@ -449,6 +495,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
         "reminders",
         entry_points=[CommandHandler("reminders", show_list), *buttons],
         states={
+            EXERCISE_STATE: [CallbackQueryHandler(exercise_pressed, pattern=EXERCISE_BUTTON)],
             DAYS_STATE: [CallbackQueryHandler(day_pressed, pattern=DAY_BUTTON)],
             TIME_STATE: [
                 CallbackQueryHandler(time_pressed, pattern=TIME_BUTTON),
@@ -460,9 +507,9 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
 
 
 def build_buttons() -> list[BaseHandler]:
-    """The buttons under a delivered reminder: available at any time."""
+    """Snooze and Skip under a delivered reminder: available at any time. (Start now is an
+    entry point of the /practice conversation.)"""
     return [
-        CallbackQueryHandler(start_now, pattern=CallbackCodec.pattern(START_NOW)),
         CallbackQueryHandler(snooze, pattern=CallbackCodec.pattern(SNOOZE)),
         CallbackQueryHandler(skip_today, pattern=CallbackCodec.pattern(SKIP)),
     ]

@@ -318,3 +318,119 @@ async def test_only_clients_may_practise(bot: RunningBot, emulator: BotApiEmulat
     therapist = emulator.user(8301, first_name="T")
     await therapist.send("/practice")
     assert (await therapist.next_message()).content.startswith("Sorry, that is not available to you.")
+
+
+# -- a restart during a timed exercise -------------------------------------------------------------
+# PTB keeps JobQueue jobs in memory only: the exercise's place is stored with it, and the bot
+# resumes it when it starts consuming updates again (handlers/practice.py, on_consuming).
+
+
+async def test_a_restart_in_the_middle_of_breathing_resumes_the_same_message(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    client = await enrolled_client(bot, emulator)
+    breath = await start_breathing(bot, client, 6, speed=0.1)  # 1 s per breath cycle
+    await client.wait_for_edit(breath)
+    await client.wait_for_edit(breath)
+    (row,) = await sessions_of(bot)
+    assert row.run_message_id == breath.message_id and row.run_step == 0 and row.run_step_since is not None
+
+    bot.settings = bot.settings.model_copy(update={"practice_time_scale": 0.1})
+    await bot.stop()
+    edits_while_down = len(breath.edits)
+    await asyncio.sleep(1.0)  # two or three steps' time passes with no bot
+    assert len(breath.edits) == edits_while_down, "nothing edits the message while the bot is down"
+    await bot.start()
+
+    after = await client.wait_for(lambda m: "And now" in m.content, timeout=15)
+    assert len(breath.edits) > edits_while_down, "the same message went on after the restart"
+    assert says(breath, "exercises.breathing.finished")
+    shown = [v.text for v in breath.edits]
+    assert any("Round 6 of 6" in t for t in shown), "it ran to the last round"
+    assert len(shown) < CYCLES * PHASES, "the steps whose time passed during the restart are not replayed"
+    await client.press("2", after)
+    assert (await client.next_message()).content.startswith("From 6 to 2")
+    (row,) = await sessions_of(bot)
+    assert (row.distress_before, row.distress_after, row.stopped_early) == ("6", "2", False)
+
+
+async def test_an_exercise_that_ended_during_a_restart_asks_the_rating_after(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    client = await enrolled_client(bot, emulator)
+    breath = await start_breathing(bot, client, 5, speed=0.01)  # 0.6 s in all
+    bot.settings = bot.settings.model_copy(update={"practice_time_scale": 0.01})
+    await bot.stop()
+    await asyncio.sleep(1.0)
+    await bot.start()
+    after = await client.wait_for(lambda m: "And now" in m.content, timeout=15)
+    assert says(breath, "exercises.breathing.finished")
+    await client.press("5", after)
+    assert (await client.next_message()).content.startswith("From 5 to 5")
+
+
+async def test_an_old_exercise_is_not_resumed_and_stop_still_works(
+    bot: RunningBot, emulator: BotApiEmulator, db_sessions
+):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.db.types import utcnow
+
+    client = await enrolled_client(bot, emulator)
+    breath = await start_breathing(bot, client, 7, speed=1.0)  # 4 s per breath in
+    await bot.stop()
+    async with db_sessions.begin() as session:  # as if the bot had been down for an hour
+        await session.execute(update(PracticeSession).values(run_step_since=utcnow() - timedelta(hours=1)))
+    await bot.start()
+    await asyncio.sleep(0.5)
+    assert breath.edits == [] and not job_names(bot, client)
+    await client.press("✋ Stop", breath)  # the conversation survived the restart: stopping works
+    await stopped(client)
+    (row,) = await sessions_of(bot)
+    assert (row.distress_before, row.stopped_early) == ("7", True)
+
+
+async def test_buttons_of_old_messages_change_nothing(bot: RunningBot, emulator: BotApiEmulator):
+    from handlers.practice import AFTER
+    from tests.join_support import content
+
+    stale = content.text("fallback.stale_button", "en")
+    client = await enrolled_client(bot, emulator)
+    old_menu_question = await choose(client, "Grounding 5-4-3-2-1")
+    await client.press("4", old_menu_question)
+    old_intro = await client.next_message()  # the first exercise's intro, left there with its buttons
+    (first,) = await sessions_of(bot)
+
+    second = await choose(client, "Grounding 5-4-3-2-1")  # the first ends as stopped early
+    await client.press("6", second)
+    step = await client.next_message()
+    for _ in range(5):  # the five senses, edited into the same message
+        await client.press("Next ›", step)
+        await client.wait_for_edit(step)
+    await client.press("Next ›", step)
+    assert says(await client.next_message(), "exercises.grounding.finished")
+    after = await client.next_message()
+    assert says(after, "exercises.rating.after")
+
+    # The first exercise's rating after (as if from an older message): refused as stale.
+    old = services(bot).callbacks.pack(client.id, AFTER, first.id, 1)
+    query = await client.press_data(old, old_intro)
+    assert (await client.wait_for_callback_answer(query)).text == stale
+    await client.wait_for_edit(old_intro)
+    assert labels(old_intro) == [], "the old message's buttons are taken off"
+    rows = {row.id: row for row in await sessions_of(bot)}
+    assert rows[first.id].distress_after is None and rows[first.id].stopped_early
+
+    await client.press("2", after)  # the exercise under way takes its rating
+    assert (await client.next_message()).content.startswith("From 6 to 2")
+    query = await client.press_data(services(bot).callbacks.pack(client.id, AFTER, first.id, 9), old_menu_question)
+    assert (await client.wait_for_callback_answer(query)).text == stale  # the conversation has ended
+
+    # A menu button from before: stale too, nothing starts.
+    menus = [m for m in client.messages if "Calming exercises" in m.content]
+    query = await client.press_data("px:pick:breathing", menus[0])
+    assert (await client.wait_for_callback_answer(query)).text == stale
+    rows = await sessions_of(bot)
+    assert len(rows) == 2 and {r.distress_after for r in rows} == {None, "2"}

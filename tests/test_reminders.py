@@ -1,7 +1,8 @@
 """/reminders end to end through the emulator (SQLite and, with TEST_DATABASE_URL, PostgreSQL):
-create, list, change time and days, pause, resume, delete; a due reminder delivered by the
-outbox with its three buttons; snooze re-delivers; skip today; a time-zone change re-plans;
-another client's reminder is refused."""
+create (for one exercise or any), list, change time, days and exercise, pause, resume,
+delete; a due reminder delivered by the outbox with its three buttons; Start now opens
+/practice on the reminder's exercise; snooze re-delivers; skip today; a time-zone change
+re-plans; another client's reminder is refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 
 from bot.db.delivery_models import OutboxMessage, OutboxState, ReminderSchedule
-from bot.db.models import AuditEvent, Role
+from bot.db.models import AuditEvent, PracticeSession, Role
 from bot.db.types import utcnow
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
@@ -78,8 +79,13 @@ async def test_create_list_change_pause_resume_delete(bot: RunningBot, emulator:
     listing = await client.next_message()
     assert says(listing, "reminders.empty")
     await client.press("+ Add a reminder", listing)
+    which = await client.next_message()
+    assert says(which, "reminders.ask_exercise")
+    assert labels(which) == ["Slow breathing", "Muscle relaxation", "Safe place", "Grounding 5-4-3-2-1", "Any exercise"]
+    await client.press("Slow breathing", which)
     days = await client.next_message()
     assert says(days, "reminders.ask_days")
+    assert labels(which) == []
     query = await client.press("Next ›", days)  # no day yet: an alert, still asking
     assert (await client.wait_for_callback_answer(query)).text == content.text("reminders.no_days", "en")
     await client.press("Mon", days)
@@ -95,25 +101,38 @@ async def test_create_list_change_pause_resume_delete(bot: RunningBot, emulator:
     await client.send("soon")
     assert says(await client.next_message(), "reminders.bad_time")
     await client.send("19:30")
-    assert says(await client.next_message(), "reminders.added", days="Mon, Wed", time="19:30")
+    assert says(await client.next_message(), "reminders.added", days="Mon, Wed", time="19:30", exercise="Slow breathing")
 
     [schedule] = await schedules_of(bot, person.id)
     assert schedule.weekdays == 0b101 and schedule.local_time == time(19, 30) and schedule.active
+    assert (schedule.content_key, schedule.params) == ("outbox.practice_reminder_for.breathing", {"exercise": "breathing"})
     local = schedule.next_due_at.astimezone(AMSTERDAM)
     assert local.time() == time(19, 30) and local.weekday() in (0, 2)
 
     await client.send("/reminders")
     listing = await client.next_message()
     assert says(listing, "reminders.title", zone="Europe/Amsterdam")
-    assert "• Mon, Wed at 19:30" in listing.text
+    assert "• Mon, Wed at 19:30: Slow breathing" in listing.text
     await client.press("19:30 · Mon, Wed", listing)
     await client.wait_for_edit(listing)
-    assert says(listing, "reminders.page", days="Mon, Wed", time="19:30", zone="Europe/Amsterdam")
+    assert says(
+        listing, "reminders.page", days="Mon, Wed", time="19:30", zone="Europe/Amsterdam", exercise="Slow breathing"
+    )
 
-    # Change the time with a button, then the days.
+    # Change the exercise, the time with a button, then the days.
+    await client.press("Change exercise", listing)
+    which = await client.next_message()
+    await client.press("Any exercise", which)
+    assert says(await client.next_message(), "reminders.changed", days="Mon, Wed", time="19:30", exercise="Any exercise")
+    [schedule] = await schedules_of(bot, person.id)
+    assert (schedule.content_key, schedule.params) == ("outbox.practice_reminder", None)
+    await client.send("/reminders")
+    listing = await client.next_message()
+    await client.press("19:30 · Mon, Wed", listing)
+    await client.wait_for_edit(listing)
     await client.press("Change time", listing)
     await client.press("08:00", await client.next_message())
-    assert says(await client.next_message(), "reminders.changed", days="Mon, Wed", time="08:00")
+    assert says(await client.next_message(), "reminders.changed", days="Mon, Wed", time="08:00", exercise="Any exercise")
     await client.send("/reminders")
     listing = await client.next_message()
     await client.press("08:00 · Mon, Wed", listing)
@@ -124,7 +143,7 @@ async def test_create_list_change_pause_resume_delete(bot: RunningBot, emulator:
     await client.press("Every day", days)
     await client.wait_for_edit(days)
     await client.press("Next ›", days)
-    assert says(await client.next_message(), "reminders.changed", days="every day", time="08:00")
+    assert says(await client.next_message(), "reminders.changed", days="every day", time="08:00", exercise="Any exercise")
     [schedule] = await schedules_of(bot, person.id)
     assert schedule.weekdays == 127 and schedule.local_time == time(8, 0)
 
@@ -135,14 +154,16 @@ async def test_create_list_change_pause_resume_delete(bot: RunningBot, emulator:
     await client.wait_for_edit(listing)
     await client.press("Pause", listing)
     await client.wait_for_edit(listing)
-    assert says(listing, "reminders.page_paused", days="every day", time="08:00", zone="Europe/Amsterdam")
+    assert says(
+        listing, "reminders.page_paused", days="every day", time="08:00", zone="Europe/Amsterdam", exercise="Any exercise"
+    )
     [schedule] = await schedules_of(bot, person.id)
     assert not schedule.active and schedule.next_due_at is None
     await client.send("/reminders")
     assert "(paused)" in (await client.next_message()).text
     await client.press("Resume", listing)
     await client.wait_for_edit(listing)
-    assert says(listing, "reminders.page", days="every day", time="08:00", zone="Europe/Amsterdam")
+    assert says(listing, "reminders.page", days="every day", time="08:00", zone="Europe/Amsterdam", exercise="Any exercise")
     [schedule] = await schedules_of(bot, person.id)
     assert schedule.active and schedule.next_due_at is not None
 
@@ -168,9 +189,10 @@ async def test_a_due_reminder_arrives_with_buttons_snooze_and_skip(bot: RunningB
     [row] = await outbox_of(bot, person.id)
     assert row.idempotency_key.startswith(f"schedule:{reminder_id}:")
 
-    # Start now points to /practice (and takes the buttons off).
+    # Start now (a reminder for any exercise) opens the /practice menu, and takes the buttons off.
     await client.press("Start now", delivered)
-    assert says(await client.next_message(), "reminders.start_now")
+    menu = await client.next_message()
+    assert "Calming exercises" in menu.content and "Slow breathing" in labels(menu)
     assert labels(delivered) == []
 
     # Snooze: a one-off row 15 minutes later, with its own key; pressing again adds nothing.
@@ -194,6 +216,32 @@ async def test_a_due_reminder_arrives_with_buttons_snooze_and_skip(bot: RunningB
     assert says(await client.next_message(), "reminders.skipped")
     assert not [r for r in await outbox_of(bot, person.id) if r.state is OutboxState.PENDING]
     assert labels(again) == []  # the buttons are gone
+
+
+async def test_start_now_opens_the_reminders_own_exercise(bot: RunningBot, emulator: BotApiEmulator):
+    client = await enrolled_client(bot, emulator)
+    person = await person_by_telegram_id(bot, client.id)
+    reminder_id = await services(bot).reminders.add(person.id, set(range(7)), time(9, 0), "grounding")
+    await make_due_now(bot, reminder_id)
+
+    delivered = await client.next_message(timeout=10)
+    assert says(delivered, "outbox.practice_reminder_for.grounding")
+    assert labels(delivered) == ["Start now", "Snooze 15 min", "Skip today"]
+    await client.press("Start now", delivered)
+    question = await client.next_message()
+    assert says(question, "exercises.rating.before") and labels(question)[:11] == [str(n) for n in range(11)]
+    await client.press("4", question)
+    assert says(await client.next_message(), "exercises.grounding.intro")
+    assert labels(delivered) == []
+
+    # Pressed again (as from an older reminder): the exercise under way ends as stopped early
+    # (its rating kept) and the same exercise begins anew.
+    [row] = await outbox_of(bot, person.id)
+    await client.press_data(services(bot).callbacks.pack(client.id, "rem.start", row.id), delivered)
+    assert says(await client.next_message(), "exercises.rating.before")
+    async with services(bot).sessions() as session:
+        [first] = (await session.scalars(select(PracticeSession))).all()
+    assert (first.exercise, first.distress_before, first.stopped_early) == ("grounding", "4", True)
 
 
 async def test_a_time_zone_change_plans_reminders_anew(bot: RunningBot, emulator: BotApiEmulator):
@@ -230,7 +278,7 @@ async def test_another_clients_reminder_is_refused(bot: RunningBot, emulator: Bo
     denied = content.text("access.denied", "en")
     for action, record in [
         ("rem.open", reminder_id), ("rem.del_ok", reminder_id), ("rem.pause", reminder_id),
-        ("rem.snooze", row.id), ("rem.skip", row.id),
+        ("rem.snooze", row.id), ("rem.skip", row.id), ("rem.start", row.id),
     ]:
         query = await other.press_data(codec.pack(other.id, action, record), listing)
         assert (await other.wait_for_callback_answer(query)).text == denied, action

@@ -326,6 +326,11 @@ class PracticeSession(Base):
     stopped_early: Mapped[bool] = mapped_column(default=False, server_default=false())
     distress_before: Mapped[str | None] = encrypted(owner="client_id", max_length=2)
     distress_after: Mapped[str | None] = encrypted(owner="client_id", max_length=2)
+    # Where a timed exercise is (nothing clinical): the message it edits and the step shown
+    # since ``run_step_since``. A restart resumes the exercise from them (handlers/practice.py).
+    run_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_step: Mapped[int | None]
+    run_step_since: Mapped[datetime | None] = mapped_column(index=True)
 
     def __repr__(self) -> str:  # no ratings in logs
         return f"<PracticeSession id={self.id} exercise={self.exercise!r}>"

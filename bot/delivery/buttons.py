@@ -3,7 +3,8 @@
 A reminder (kind ``reminder``) gets "Start now", "Snooze 15 min" and "Skip today": their
 labels are content (``outbox.buttons.reminder.*``, in the recipient's language) and their
 data is a signed payload (bot.callbacks) naming the outbox row, made for the recipient's
-Telegram id, so only they can press it. handlers/reminders.py answers them.
+Telegram id, so only they can press it. handlers/practice.py answers Start now,
+handlers/reminders.py the other two.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from bot.db.delivery_models import OutboxKind
 if TYPE_CHECKING:
     from bot.delivery.store import Claimed
 
+# The signed actions under a delivered reminder (the id is the outbox row's). Start now is
+# answered by handlers/practice.py, Snooze and Skip by handlers/reminders.py.
+REMINDER_START = "rem.start"
+REMINDER_SNOOZE = "rem.snooze"
+REMINDER_SKIP = "rem.skip"
+
 #: kind -> rows of (label key under ``outbox.buttons.<kind>``, signed action)
 LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
     OutboxKind.REMINDER.value: [
-        [("start", "rem.start")],
-        [("snooze", "rem.snooze"), ("skip", "rem.skip")],
+        [("start", REMINDER_START)],
+        [("snooze", REMINDER_SNOOZE), ("skip", REMINDER_SKIP)],
     ],
 }
 

@@ -160,10 +160,13 @@ class ScheduleService:
         at: time | None = None,
         timezone: str | None = None,
         active: bool | None = None,
+        content_key: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
-        """Change when a schedule fires (or pause / resume it). A queued occurrence of the old
-        timing that has not been sent yet is cancelled; one already sent keeps its local date
-        from getting a second one (its idempotency key)."""
+        """Change when a schedule fires, what it says (``content_key`` and ``params``
+        together), or pause / resume it. A queued occurrence that has not been sent yet is
+        cancelled; one already sent keeps its local date from getting a second one (its
+        idempotency key)."""
         now = self._clock()
         async with self._sessions.begin() as session:
             schedule = await session.get(ReminderSchedule, schedule_id)
@@ -178,6 +181,9 @@ class ScheduleService:
                 schedule.timezone = timezone
             if active is not None:
                 schedule.active = active
+            if content_key is not None:
+                schedule.content_key = content_key
+                schedule.params = dict(params) if params else None
             await self._outbox.cancel_pending(
                 recipient_id=schedule.person_id, key_prefix=f"schedule:{schedule_id}:", session=session
             )

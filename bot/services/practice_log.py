@@ -9,12 +9,13 @@ client and, for a session id taken from a button, that the session is theirs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import PracticeSession, Role, SafePlace
+from bot.db.models import Person, PracticeSession, Role, SafePlace
 from bot.db.types import utcnow
 from bot.services.people import Identity
 
@@ -24,8 +25,22 @@ RATINGS = range(0, 11)
 @dataclass(frozen=True)
 class Change:
     exercise: str
-    before: int | None
-    after: int | None
+    before: int | None = field(repr=False)
+    after: int | None = field(repr=False)
+    recorded: bool = True  # False: the exercise had ended already (a stale button)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A timed exercise under way: where it is, and whose it is (nothing clinical)."""
+
+    session_id: int
+    exercise: str
+    telegram_id: int
+    language: str
+    message_id: int
+    step: int
+    since: datetime
 
 
 class PracticeSessionRepository:
@@ -43,6 +58,24 @@ class PracticeSessionRepository:
                 PracticeSession.id == session_id, PracticeSession.client_id == client_id
             )
         )
+
+    async def runs_since(self, since: datetime) -> list[Run]:
+        rows = await self.session.execute(
+            select(
+                PracticeSession.id, PracticeSession.exercise, Person.telegram_id, Person.language,
+                PracticeSession.run_message_id, PracticeSession.run_step, PracticeSession.run_step_since,
+            )
+            .join(Person, Person.id == PracticeSession.client_id)
+            .where(
+                PracticeSession.run_step_since >= since,
+                PracticeSession.ended_at.is_(None),
+                PracticeSession.run_message_id.is_not(None),
+                Person.role == Role.CLIENT,
+                Person.active.is_(True),
+            )
+            .order_by(PracticeSession.run_step_since)
+        )
+        return [Run(*row) for row in rows]
 
     async def open_of(self, client_id: int) -> list[PracticeSession]:
         return list(
@@ -80,7 +113,9 @@ class PracticeLogService:
             return row.id
 
     async def finish(self, actor: Identity, session_id: int, after: int) -> Change | None:
-        """The rating after, for the actor's own session; None when it is not theirs."""
+        """The rating after, for the actor's own session; None when it is not theirs. Only an
+        exercise under way takes it: one already rated, stopped or replaced by a newer one
+        (an old message's button) is left as it is, and ``recorded`` is False."""
         client_id = _client_id(actor)
         if after not in RATINGS:
             raise ValueError("a rating is 0-10")
@@ -88,9 +123,28 @@ class PracticeLogService:
             row = await PracticeSessionRepository(session).get_of(session_id, client_id)
             if row is None:
                 return None
+            if row.distress_after is not None or row.ended_at is not None:
+                return Change(row.exercise, _int(row.distress_before), _int(row.distress_after), recorded=False)
             row.distress_after = str(after)
-            row.ended_at = row.ended_at or utcnow()
+            row.ended_at = utcnow()
             return Change(row.exercise, _int(row.distress_before), after)
+
+    async def mark_run(self, actor: Identity, session_id: int, message_id: int, step: int, since: datetime) -> bool:
+        """A timed exercise shows ``step`` in ``message_id`` from ``since`` (for resuming it
+        after a restart). False when the session is not the actor's or has ended."""
+        client_id = _client_id(actor)
+        async with self._sessions.begin() as session:
+            row = await PracticeSessionRepository(session).get_of(session_id, client_id)
+            if row is None or row.ended_at is not None:
+                return False
+            row.run_message_id, row.run_step, row.run_step_since = message_id, step, since
+            return True
+
+    async def runs_since(self, since: datetime) -> list[Run]:
+        """The timed exercises under way that showed a step since ``since``: the bot's own
+        question at start-up (not an actor's), answered from non-clinical columns only."""
+        async with self._sessions() as session:
+            return await PracticeSessionRepository(session).runs_since(since)
 
     async def owns(self, actor: Identity, session_id: int) -> bool:
         client_id = _client_id(actor)
