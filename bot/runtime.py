@@ -39,6 +39,7 @@ from bot.services.invites import InviteService
 from bot.services.learning import LearningService
 from bot.services.practice import PracticeService
 from bot.services.practice_log import PracticeLogService
+from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
@@ -100,6 +101,7 @@ async def open_services(
         outbox=outbox,
         schedules=schedules,
         practice_log=PracticeLogService(sessions),
+        progress=ProgressService(sessions),
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
     )

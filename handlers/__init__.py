@@ -36,6 +36,7 @@ from handlers import (
     learn,
     practice,
     preferences,
+    progress,
     reminders,
     start,
     therapists,
@@ -82,6 +83,7 @@ def register(application: Application) -> None:
     application.add_handlers(preferences.build_language(), group=MAIN)  # /language
     application.add_handlers(account.build(), group=MAIN)  # /mydata, /delete, /consent (clients)
     application.add_handlers(learn.build(), group=MAIN)  # /learn and its buttons (everyone)
+    application.add_handlers(progress.build(), group=MAIN)  # /progress (clients)
     application.add_handlers(reminders.build_buttons(), group=MAIN)  # under a delivered reminder
     application.add_handlers(general.build(content), group=MAIN)
     application.add_handlers(fallback.handlers, group=MAIN)

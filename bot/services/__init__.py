@@ -25,6 +25,7 @@ from bot.services.invites import InviteService
 from bot.services.learning import LearningService
 from bot.services.practice import PracticeService
 from bot.services.practice_log import PracticeLogService
+from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
@@ -52,6 +53,7 @@ class Services:
     outbox: OutboxService  # messages the bot sends on its own initiative (bot.delivery)
     schedules: ScheduleService  # recurring reminders, planned into the outbox
     practice_log: PracticeLogService  # /practice: calming exercises and their ratings
+    progress: ProgressService  # /progress: a client's own practice as a chart and one line
     reminders: ReminderService  # a client's own /reminders (owner-checked), snooze / skip
     learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries
 
