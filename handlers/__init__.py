@@ -5,7 +5,8 @@ matches; groups run from the lowest number up. The order below is the product's 
 
   group SEEN (-100)  remember the texts this update carries, so that logs can redact them
   group GUARD (-10)  private chats only: groups get a polite refusal and nothing else runs
-  group MAIN  (0)    1. conversations (their states take precedence while one is active)
+  group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
+                     1. conversations (their states take precedence while one is active)
                      2. commands without a conversation (/therapists, /staff, /language,
                         /mydata, /delete, /consent) and the buttons of their messages
                      3. commands available at any time (/help, /about, /cancel or a stop word)
@@ -34,6 +35,7 @@ from handlers import (
     invite,
     join_client,
     learn,
+    membership,
     practice,
     preferences,
     progress,
@@ -78,6 +80,7 @@ def register(application: Application) -> None:
     application.add_handler(guard.handler, group=GUARD)
 
     content: Content = application.bot_data[SERVICES_KEY].content
+    application.add_handler(membership.handler, group=MAIN)  # blocked / unblocked: reachable or not
     application.add_handlers(conversations(content), group=MAIN)
     application.add_handlers(therapists.build(), group=MAIN)  # /therapists, /staff
     application.add_handlers(preferences.build_language(), group=MAIN)  # /language

@@ -6,13 +6,14 @@ re-plans; another client's reminder is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
 from bot.db.delivery_models import OutboxMessage, OutboxState, ReminderSchedule
-from bot.db.models import AuditEvent, PracticeSession, Role
+from bot.db.models import AuditEvent, Person, PracticeSession, Role
 from bot.db.types import utcnow
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
@@ -318,3 +319,47 @@ def test_outbox_buttons_only_under_reminders_and_signed_for_the_recipient():
     assert [codec.unpack(777, b.callback_data) for b in pressed] == [["123456789012345678"]] * 3
     assert buttons(row("check_in_prompt")) is None
     assert buttons(row("reminder", body="<b>sealed</b>")) is None
+
+
+async def test_a_client_who_blocked_and_unblocked_the_bot_gets_reminders_again(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    client = await enrolled_client(bot, emulator)
+    person = await person_by_telegram_id(bot, client.id)
+    reminder_id = await services(bot).reminders.add(person.id, set(range(7)), time(9, 0))
+
+    async def active() -> bool:
+        return (await person_by_telegram_id(bot, client.id)).active
+
+    client.block()  # Telegram tells the bot (my_chat_member): the client is not reachable
+    for _ in range(50):
+        if not await active():
+            break
+        await asyncio.sleep(0.1)
+    assert not await active()
+    await make_due_now(bot, reminder_id)
+    await asyncio.sleep(1.5)  # a tick or more: nothing is queued for someone who blocked the bot
+    assert await outbox_of(bot, person.id) == []
+
+    client.unblock()
+    for _ in range(50):
+        if await active():
+            break
+        await asyncio.sleep(0.1)
+    assert await active()
+    await make_due_now(bot, reminder_id)
+    delivered = await client.next_message(timeout=10)
+    assert says(delivered, "outbox.practice_reminder")
+
+
+async def test_a_deactivated_therapist_stays_inactive_after_unblocking(bot: RunningBot, emulator: BotApiEmulator):
+    await enrolled_client(bot, emulator)
+    therapist = emulator.user(8001)
+    async with services(bot).sessions.begin() as session:
+        await session.execute(
+            update(Person).where(Person.telegram_id == 8001).values(active=False, deactivated_at=utcnow())
+        )
+    therapist.block()
+    therapist.unblock()
+    await asyncio.sleep(1.0)
+    assert not (await person_by_telegram_id(bot, 8001)).active

@@ -63,6 +63,18 @@ class PeopleService:
             timezone=person.timezone if person else self._default_timezone,
         )
 
+    async def set_reachable(self, telegram_id: int, reachable: bool) -> bool:
+        """Telegram says this person blocked (False) or unblocked (True) the bot. Blocking
+        makes them inactive: the outbox queues nothing more for them. Unblocking makes them
+        active again, unless staff deactivated them (a therapist: ``deactivated_at``).
+        Returns whether anything changed."""
+        async with self._sessions.begin() as session:
+            person = await PeopleRepository(session).get_by_telegram_id(telegram_id)
+            if person is None or person.deactivated_at is not None or person.active == reachable:
+                return False
+            person.active = reachable
+            return True
+
     async def register_admin(self, identity: Identity) -> Identity:
         """Create (or promote to) the admin record of an administrator (``identify`` makes the
         people in ADMIN_TELEGRAM_IDS admins)."""
