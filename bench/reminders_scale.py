@@ -43,6 +43,7 @@ from telegram.constants import ParseMode  # noqa: E402
 from telegram.ext import Defaults, ExtBot  # noqa: E402
 
 from bot.content import Content  # noqa: E402
+from bot.services.consent import ConsentService  # noqa: E402
 from bot.crypto.fields import FieldCrypto, new_row_id  # noqa: E402
 from bot.crypto.keyring import generate_keyring  # noqa: E402
 from bot.crypto.keystore import KeyStore  # noqa: E402
@@ -152,8 +153,10 @@ async def bench(count: int) -> None:
                      defaults=Defaults(parse_mode=ParseMode.HTML, protect_content=True),
                      rate_limiter=bot_rate_limiter(25, max_retries=3))
         await bot.initialize()
+        # As in production (bot.delivery.start_delivery): consent checked when planning and sending.
+        may_receive = ConsentService(sessions, Content()).may_receive
         dispatcher = Dispatcher(bot, OutboxStore(sessions, crypto), Content(), config=DispatcherConfig(),
-                                planner=planner, clock=clock)
+                                planner=planner, clock=clock, may_receive=may_receive)
         dispatcher.start()
 
         idle_ticks = []
@@ -169,7 +172,7 @@ async def bench(count: int) -> None:
             figures[label] = time.perf_counter() - tick_started
             await dispatcher.stop()  # sending them is not part of the tick
             dispatcher = Dispatcher(bot, OutboxStore(sessions, crypto), Content(), config=DispatcherConfig(),
-                                    planner=planner, clock=clock)
+                                    planner=planner, clock=clock, may_receive=may_receive)
             dispatcher.start()
         await dispatcher.stop()
         await bot.shutdown()

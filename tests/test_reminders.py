@@ -363,3 +363,28 @@ async def test_a_deactivated_therapist_stays_inactive_after_unblocking(bot: Runn
     therapist.unblock()
     await asyncio.sleep(1.0)
     assert not (await person_by_telegram_id(bot, 8001)).active
+
+
+async def test_after_a_withdrawal_reminders_queue_nothing_and_come_back_with_consent(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    client = await enrolled_client(bot, emulator)
+    person = await person_by_telegram_id(bot, client.id)
+    reminder_id = await services(bot).reminders.add(person.id, set(range(7)), time(9, 0))
+    await client.send("/consent")
+    await client.press("Withdraw my consent", await client.next_message())
+    await client.press("Withdraw", await client.next_message())
+    await client.next_message()
+
+    await make_due_now(bot, reminder_id)
+    await client.expect_silence(2.5)  # two dispatcher ticks and more
+    assert await outbox_of(bot, person.id) == [], "nothing is queued for a client without consent"
+    [schedule] = await schedules_of(bot, person.id)
+    assert schedule.active and schedule.next_due_at > utcnow(), "the schedule still advanced"
+
+    await client.send("/consent")
+    await client.press("Give consent again", await client.next_message())
+    await client.press("I agree", await client.next_message())
+    await client.next_message()
+    await make_due_now(bot, reminder_id)
+    assert says(await client.next_message(timeout=10), "outbox.practice_reminder")

@@ -287,7 +287,7 @@ class Dispatcher:
             self._next_purge = mono + self.config.purge_seconds
             await self.store.purge(now - RETENTION)
         if self.planner is not None:
-            await self.planner.plan(now)
+            await self.planner.plan(now, may_receive=self.may_receive)
         if self.pacer.paused_for(mono) > self.config.tick_seconds:
             return 0  # flood wait: claim nothing now
         target = min(1000, max(4, math.ceil(self.pacer.rate * self.config.tick_seconds * 2)))

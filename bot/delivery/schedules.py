@@ -17,7 +17,7 @@ who is not active gets nothing, but their schedules still advance.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -230,10 +230,20 @@ class ScheduleService:
 
     # -- the planner ---------------------------------------------------------------------------
 
-    async def plan(self, now: datetime | None = None, *, limit: int = 2000) -> int:
+    async def plan(
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 2000,
+        may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
+    ) -> int:
         """Enqueue the occurrences that have come (at most ``limit`` schedules per call) and
         advance those schedules. Returns the number of schedules handled; the cost is
-        proportional to it (one indexed read when nothing is due)."""
+        proportional to it (one indexed read when nothing is due).
+
+        ``may_receive`` (the consent check, bot.services.consent) leaves out the people who
+        may not be sent anything now, e.g. a client who withdrew consent: their schedules
+        advance, nothing is queued. The outbox checks again at send time."""
         now = now or self._clock()
         s = ReminderSchedule
         query = (
@@ -254,6 +264,8 @@ class ScheduleService:
             rows = (await session.execute(query)).all()
             if not rows:
                 return 0
+            people = {row.person_id for row in rows if row.person_active}
+            allowed = await may_receive(people) if may_receive is not None and people else people
             messages: list[PlainMessage] = []
             advances: list[dict[str, Any]] = []
             for row in rows:
@@ -267,7 +279,7 @@ class ScheduleService:
                 # Usually once; twice after an outage, when the occurrence following a
                 # missed one is itself already due (next_occurrence skips the hopeless ones).
                 while due <= now:
-                    if row.person_active and now < due + grace:
+                    if row.person_id in allowed and now < due + grace:
                         messages.append(
                             PlainMessage(
                                 recipient_id=row.person_id,
