@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from zoneinfo import ZoneInfo
 
 from telegram.constants import ParseMode
@@ -14,6 +15,8 @@ from bot.delivery import start_delivery
 from bot.delivery.ratelimit import bot_rate_limiter
 from bot.persistence import SqlPersistence
 from bot.services import Services
+
+_log = logging.getLogger(__name__)
 
 # A RetryAfter from Telegram is waited out and the call retried this many times.
 RATE_LIMIT_RETRIES = 3
@@ -56,10 +59,14 @@ def build_application(
 
 async def post_init(application: Application) -> None:
     """After initialize(): the command menus and profile texts, per role and language; the
-    outbox dispatcher (it ticks from the JobQueue once the application starts)."""
+    notice of a new consent version (queued once per client and version); the outbox
+    dispatcher (it ticks from the JobQueue once the application starts)."""
     services: Services = application.bot_data[SERVICES_KEY]
     await services.menus.apply_defaults(application.bot)
     for admin_id in sorted(services.settings.admin_telegram_ids):
         identity = await services.people.identify(admin_id, "", None)
         await services.menus.apply_quietly(application.bot, identity)
+    queued = await services.consent.notify_new_version(services.outbox)
+    if queued:
+        _log.info("Consent version %s: %d client(s) will be told", services.consent.current_version, queued)
     start_delivery(application)

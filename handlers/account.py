@@ -124,17 +124,23 @@ async def consent_command(update: Update, context: BotContext) -> None:
         await _offer_consent(update, context)
         return
     date = await local_time(update, context, status.recorded_at, "account.consent.date_format")
-    if status.active:
-        key, change = "account.consent.granted", ("account.consent.withdraw_button", WITHDRAW_ASK)
+    current = context.services.consent.current_version
+    withdraw = ("account.consent.withdraw_button", WITHDRAW_ASK)
+    if status.outdated(current):  # a new version since: read it and decide
+        key, buttons = "account.consent.granted_older", [("account.consent.read_new_button", GRANT_ASK), withdraw]
+    elif status.active:
+        key, buttons = "account.consent.granted", [("account.consent.read_button", CONSENT_READ), withdraw]
     else:
-        key, change = "account.consent.withdrawn", ("account.consent.grant_button", GRANT_ASK)
+        key = "account.consent.withdrawn"
+        buttons = [("account.consent.read_button", CONSENT_READ), ("account.consent.grant_button", GRANT_ASK)]
     await say(
         update,
         context,
         key,
         version=status.version,
+        current=current,
         date=date,
-        reply_markup=await _buttons(update, context, ("account.consent.read_button", CONSENT_READ), change),
+        reply_markup=await _buttons(update, context, *buttons),
     )
 
 
@@ -184,8 +190,15 @@ async def grant_asked(update: Update, context: BotContext) -> None:
 
 @requires(Role.CLIENT)
 async def grant_now(update: Update, context: BotContext) -> None:
+    """A grant after a withdrawal (the therapist is told), or of a new version of the text
+    while an earlier grant was in force (nothing changes for the therapist)."""
     await settle(update)
-    change = await context.services.consent.grant(await context.identity(update))
+    identity = await context.identity(update)
+    before = await context.services.consent.current(identity.person_id)
+    change = await context.services.consent.grant(identity)
+    if before is not None and before.active:
+        await say(update, context, "account.consent.updated", version=change.status.version)
+        return
     await say(update, context, "account.consent.regranted", version=change.status.version)
     await _tell_therapist(context, change, "account.consent.regranted_notice")
 

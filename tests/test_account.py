@@ -12,18 +12,20 @@ import asyncio
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, or_, select
+from sqlalchemy import ColumnElement, Table, or_, select, update
 
 from bot.crypto.keystore import data_keys
 from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import AuditEvent, Base, ConsentChoice, ConsentRecord, ConversationState, Role
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
+from bot.services.people import Identity
 from handlers.account import ERASE_NOW
 from tests.fixtures_bot import RunningBot
 from tests.join_support import (
     add_person,
     client_token,
+    content,
     first_line,
     join,
     labels,
@@ -320,3 +322,57 @@ def _theirs(table: Table, columns: list[str], person_id: int, telegram_id: int) 
 
 async def _identity(bot: RunningBot, telegram_id: int):
     return await services(bot).people.identify(telegram_id, "x", None)
+
+
+# -- a new version of the consent text -----------------------------------------------------------
+
+
+async def test_a_new_consent_version_is_told_once_and_asked_in_consent(
+    bot: RunningBot, emulator: BotApiEmulator, db_sessions
+):
+    """A grant of an earlier version stays in force; the client is told once (per version,
+    however often the bot starts) and /consent asks; agreeing records the new version and
+    tells the therapist nothing. A client who withdrew is not told."""
+    current = content.text("consent.version", "en")
+    client, therapist_chat = await enrolled_client(bot, emulator)
+    other = emulator.user(first_name="Kim")
+    therapist = await person_by_telegram_id(bot, 8001)
+    therapist_identity = Identity(8001, "Jan", Role.THERAPIST, therapist.id, "en", "Europe/Amsterdam")
+    await join(other, await client_token(bot, therapist_identity, alias="Kim"))
+    await therapist_chat.next_message()
+    await other.send("/consent")
+    await other.press("Withdraw my consent", await other.next_message())
+    await other.press("Withdraw", await other.next_message())
+    await other.next_message()
+    await therapist_chat.next_message()  # withdrawn notice
+
+    await bot.stop()
+    async with db_sessions.begin() as session:  # as if both had agreed to an earlier text
+        await session.execute(update(ConsentRecord).values(consent_version="2025-01-1"))
+    await bot.start()
+
+    notice = await client.next_message(timeout=10)
+    assert says(notice, "outbox.consent_new_version", version=current)
+    await bot.restart()  # another start-up (or instance): no second notice
+    await client.expect_silence(2.0)
+    await other.expect_silence(0.1)
+    person = await person_by_telegram_id(bot, client.id)
+    assert await services(bot).consent.has_active_consent(person.id), "the earlier grant is in force"
+
+    await client.send("/consent")
+    status = await client.next_message()
+    assert "You agreed to version 2025-01-1 of the consent on" in status.content
+    assert f"Since then the text has a new version, {current}." in status.content
+    assert labels(status) == ["Read the new version and decide", "Withdraw my consent"]
+    await client.press("Read the new version and decide", status)
+    text_message = await client.next_message()
+    assert f"(version {current})" in text_message.content
+    await client.press("I agree", text_message)
+    assert says(await client.next_message(), "account.consent.updated", version=current)
+    assert (await services(bot).consent.current(person.id)).version == current
+    await therapist_chat.expect_silence(1.0)  # nothing changed for the therapist
+
+    await client.send("/consent")
+    status = await client.next_message()
+    assert f"You agreed to version {current} of the consent on" in status.content
+    assert "new version" not in status.content and labels(status) == ["Read the consent", "Withdraw my consent"]

@@ -44,6 +44,7 @@ class OutboxKind(enum.StrEnum):
     CHECK_IN_PROMPT = "check_in_prompt"  # "time for your pre-appointment check-in"
     SUMMARY = "summary"  # a client's readiness summary, to their therapist (clinical)
     BROADCAST = "broadcast"  # a message from staff to many people
+    NOTICE = "notice"  # from the bot about the service itself, e.g. a new consent version
 
 
 class OutboxState(enum.StrEnum):

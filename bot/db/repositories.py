@@ -333,6 +333,37 @@ class ConsentRepository:
             .limit(1)
         )
 
+    async def granted_other_version(self, version: str) -> list[int]:
+        """Active clients whose decision in force is a grant of a version other than
+        ``version`` (one query; for the notice of a new consent text)."""
+        ranked = (
+            select(
+                ConsentRecord.person_id,
+                ConsentRecord.choice,
+                ConsentRecord.consent_version,
+                func.row_number()
+                .over(
+                    partition_by=ConsentRecord.person_id,
+                    order_by=(ConsentRecord.recorded_at.desc(), ConsentRecord.id.desc()),
+                )
+                .label("n"),
+            )
+            .subquery()
+        )
+        rows = await self.session.scalars(
+            select(ranked.c.person_id)
+            .join(Person, Person.id == ranked.c.person_id)
+            .where(
+                ranked.c.n == 1,
+                ranked.c.choice == ConsentChoice.GRANTED.value,
+                ranked.c.consent_version != version,
+                Person.role == Role.CLIENT,
+                Person.active.is_(True),
+            )
+            .order_by(ranked.c.person_id)
+        )
+        return list(rows)
+
     async def latest_choices(self, person_ids: Sequence[int]) -> dict[int, ConsentChoice]:
         """The choice in force for each of ``person_ids`` that has any record (one query)."""
         if not person_ids:

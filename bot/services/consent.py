@@ -10,24 +10,34 @@ Other features ask before they act for a client::
 
 Reminders and check-in summaries must check at the moment they are sent (not when they
 were scheduled): a withdrawal stops them at once.
+
+A new consent version (``consent.version`` in content): a grant of an earlier version stays
+in force until the client decides, and every client with one gets a notice, once per
+version (``notify_new_version``, at start-up, through the outbox); /consent then shows both
+versions and asks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import REFERENCE_LANGUAGE, Content
 from bot.db.models import ConsentChoice, ConsentRecord, Role
 from bot.db.repositories import AuditRepository, ConsentRepository, LinkRepository, PeopleRepository
+from bot.db.delivery_models import OutboxKind
 from bot.db.types import utcnow
+from bot.delivery.outbox import OutboxService, PlainMessage
 from bot.services.people import Identity
 
 #: The content key of the consent version (the same in every language).
 VERSION_KEY = "consent.version"
+#: The notice that the consent text has a new version (content/*/outbox.yaml).
+NEW_VERSION_NOTICE = "outbox.consent_new_version"
+NOTICE_VALID = timedelta(days=14)  # not sent after this (the bot was down that long): /consent still asks
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,10 @@ class ConsentStatus:
     @property
     def active(self) -> bool:
         return self.choice is ConsentChoice.GRANTED
+
+    def outdated(self, current_version: str) -> bool:
+        """A grant of an earlier version: in force, but the client is asked again."""
+        return self.active and self.version != current_version
 
     @classmethod
     def of(cls, record: ConsentRecord) -> ConsentStatus:
@@ -103,6 +117,27 @@ class ConsentService:
         async with self._sessions() as session:
             record = await ConsentRepository(session).latest(person_id)
         return ConsentStatus.of(record) if record else None
+
+    async def notify_new_version(self, outbox: OutboxService) -> int:
+        """Queue the new-version notice for every active client whose consent in force is a
+        grant of another version. Idempotent per client and version (the outbox key), so
+        every start-up, on every instance, may call it; returns how many were queued."""
+        version = self.current_version
+        async with self._sessions() as session:
+            clients = await ConsentRepository(session).granted_other_version(version)
+        now = utcnow()
+        return await outbox.enqueue_many(
+            PlainMessage(
+                recipient_id=client_id,
+                kind=OutboxKind.NOTICE,
+                idempotency_key=f"consent-version:{version}:{client_id}",
+                due_at=now,
+                expires_at=now + NOTICE_VALID,
+                content_key=NEW_VERSION_NOTICE,
+                params={"version": version},
+            )
+            for client_id in clients
+        )
 
     # -- decisions ----------------------------------------------------------------------------
 
