@@ -35,7 +35,8 @@ from bot.db.engine import create_engine, session_factory  # noqa: E402
 from bot.db.migrate import upgrade  # noqa: E402
 from bot.db.models import Person, PracticeSession, Role  # noqa: E402
 from bot.services.people import Identity  # noqa: E402
-from bot.services.progress import ProgressService, render_chart  # noqa: E402
+from bot.services.progress import ProgressService  # noqa: E402
+from bot.services.progress_chart import render_chart  # noqa: E402
 from handlers.progress import chart_labels  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

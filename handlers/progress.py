@@ -23,7 +23,7 @@ from telegram.ext import BaseHandler, CommandHandler
 from bot.context import BotContext
 from bot.db.models import Role
 from bot.content import Content
-from bot.services.progress import CHART_LABELS, Progress, render_chart
+from bot.services.progress import CHART_LABELS, Progress
 from handlers.access import requires
 from handlers.common import say, text
 
@@ -42,6 +42,10 @@ async def progress(update: Update, context: BotContext) -> None:
     chat_id = update.effective_chat.id
     await context.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)
     labels = chart_labels(context.services.content, identity.language)
+    # Imported on first use: matplotlib is ~40 MB resident, which a bot that never draws a
+    # chart should not carry (bench/reminders_scale.py measures the process).
+    from bot.services.progress_chart import render_chart
+
     png = await asyncio.to_thread(render_chart, found, labels)
     await context.bot.send_photo(chat_id, photo=png, caption=await caption(update, context, found))
 

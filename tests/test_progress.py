@@ -23,7 +23,8 @@ from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.sandbox.emulator.records import BotMessage
 from bot.services.people import Identity
-from bot.services.progress import CHART_SIZE, ProgressService, render_chart
+from bot.services.progress import CHART_SIZE, ProgressService
+from bot.services.progress_chart import render_chart
 from handlers.progress import chart_labels
 from tests.fixtures_bot import RunningBot
 from tests.join_support import (
@@ -249,3 +250,14 @@ def test_every_language_has_every_chart_word():
         labels = chart_labels(content, lang)
         assert len(labels["months"]) == 12 and all(isinstance(m, str) and m for m in labels["months"])
         assert "$" not in str(labels)  # matplotlib would read it as mathematics
+
+
+def test_the_bot_does_not_carry_matplotlib_until_a_chart_is_drawn():
+    """matplotlib (with numpy and Pillow) is ~40 MB resident: handlers/progress.py imports
+    the chart module on first use, so a process that never draws a chart stays small."""
+    import subprocess
+    import sys
+
+    probe = "import sys, handlers, bot.runtime, bot.cli; print(sorted(m for m in ('matplotlib', 'numpy', 'PIL') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
