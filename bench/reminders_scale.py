@@ -20,7 +20,11 @@ after it starts:
 * resident memory (VmRSS, sampled every 50 ms, and the kernel's high-water mark VmHWM)
   while it plans and sends those 1,000 reminders (goal <= 150 MB).
 
-Run: ``.venv/bin/python bench/reminders_scale.py [clients]``
+With ``--new-consent-version`` every client's consent is of an earlier version than the
+one in content, so the process also queues one notice per client in the background (what a
+practice's first start after changing the consent text does).
+
+Run: ``.venv/bin/python bench/reminders_scale.py [clients] [--new-consent-version]``
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ async def populate(sessions, count: int, t0: datetime, due: dict[datetime, int])
             "timezone": zone_name, "active": True, "created_at": t0, "updated_at": t0,
         })
         # Clients who consented: the outbox sends nothing to the others.
-        consents.append({"person_id": person_id, "consent_version": "bench", "choice": "granted", "recorded_at": t0})
+        consents.append({"person_id": person_id, "consent_version": CONSENT_VERSION, "choice": "granted", "recorded_at": t0})
         if i < len(instants):
             special.append(person_id)
             at, zone, after = instants[i].time(), "UTC", instants[i] - timedelta(seconds=1)
@@ -114,6 +118,11 @@ async def populate(sessions, count: int, t0: datetime, due: dict[datetime, int])
         for start in range(0, count, CHUNK):
             await session.execute(insert(ReminderSchedule.__table__), schedules[start : start + CHUNK])
     return special
+
+
+# The consent every client gave: the current text's version, or (--new-consent-version) an
+# earlier one, so that the bot queues a notice to each of them as it starts.
+CONSENT_VERSION = "2000-01-1" if "--new-consent-version" in sys.argv else Content().text("consent.version")
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -142,6 +151,7 @@ async def bench(count: int) -> None:
         started = time.perf_counter()
         special = await populate(sessions, count, t0, {d1: 1000, d2: 2000})
         print(f"database                       {'PostgreSQL' if url.startswith('postgres') else 'SQLite'}")
+        print(f"consent version of the clients {CONSENT_VERSION} (the text in content: {Content().text('consent.version')})")
         print(f"clients with daily reminders   {count:,} (created in {time.perf_counter() - started:.1f} s)")
         for i in range(len(special)):
             emulator.state.chats[emulator.user(FIRST_USER + i).id].reachable = True
@@ -235,4 +245,5 @@ async def bench(count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(bench(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))
+    arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
+    asyncio.run(bench(int(arguments[0]) if arguments else 100_000))

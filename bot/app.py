@@ -59,14 +59,24 @@ def build_application(
 
 async def post_init(application: Application) -> None:
     """After initialize(): the command menus and profile texts, per role and language; the
-    notice of a new consent version (queued once per client and version); the outbox
-    dispatcher (it ticks from the JobQueue once the application starts)."""
+    outbox dispatcher (it ticks from the JobQueue once the application starts); then, in the
+    background, the notice of a new consent version (queued once per client and version)."""
     services: Services = application.bot_data[SERVICES_KEY]
     await services.menus.apply_defaults(application.bot)
     for admin_id in sorted(services.settings.admin_telegram_ids):
         identity = await services.people.identify(admin_id, "", None)
         await services.menus.apply_quietly(application.bot, identity)
-    queued = await services.consent.notify_new_version(services.outbox)
+    start_delivery(application)
+    if application.job_queue is not None:  # in the background: it may be many clients
+        application.job_queue.run_once(_announce_consent_version, 1.0, name="consent:new-version")
+
+
+async def _announce_consent_version(context: BotContext) -> None:
+    """A job: every client whose consent is of an earlier version is told, once (a fifth of
+    the outbox rate at most; see ConsentService.notify_new_version)."""
+    services: Services = context.application.bot_data[SERVICES_KEY]
+    queued = await services.consent.notify_new_version(
+        services.outbox, per_second=services.settings.outbox_rate_per_second / 5
+    )
     if queued:
         _log.info("Consent version %s: %d client(s) will be told", services.consent.current_version, queued)
-    start_delivery(application)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, cast, delete, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,7 @@ from bot.db.models import (
     Role,
     TherapistClientLink,
 )
+from bot.db.delivery_models import OutboxMessage
 from bot.db.types import utcnow
 
 #: python-telegram-bot's ConversationKey: a tuple of chat/user ids (ints or strs).
@@ -333,9 +334,10 @@ class ConsentRepository:
             .limit(1)
         )
 
-    async def granted_other_version(self, version: str) -> list[int]:
+    async def granted_other_version(self, version: str, *, unless_queued: str) -> list[int]:
         """Active clients whose decision in force is a grant of a version other than
-        ``version`` (one query; for the notice of a new consent text)."""
+        ``version`` and who have no outbox row keyed ``unless_queued`` + their id yet (one
+        query; for the notice of a new consent text)."""
         ranked = (
             select(
                 ConsentRecord.person_id,
@@ -360,6 +362,7 @@ class ConsentRepository:
                 Person.role == Role.CLIENT,
                 Person.active.is_(True),
             )
+            .where(~exists().where(OutboxMessage.idempotency_key == literal(unless_queued) + cast(ranked.c.person_id, String)))
             .order_by(ranked.c.person_id)
         )
         return list(rows)

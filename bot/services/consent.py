@@ -118,26 +118,37 @@ class ConsentService:
             record = await ConsentRepository(session).latest(person_id)
         return ConsentStatus.of(record) if record else None
 
-    async def notify_new_version(self, outbox: OutboxService) -> int:
+    async def notify_new_version(self, outbox: OutboxService, *, per_second: float, chunk: int = 1000) -> int:
         """Queue the new-version notice for every active client whose consent in force is a
-        grant of another version. Idempotent per client and version (the outbox key), so
-        every start-up, on every instance, may call it; returns how many were queued."""
+        grant of another version and who has not been sent it. Idempotent per client and
+        version (the outbox key), so every start-up, on every instance, may call it; returns
+        how many were queued.
+
+        A practice may have many clients: the notices are queued ``chunk`` at a time and due
+        ``per_second`` apart, so that reminders, which are due at a time, keep most of the
+        outbox's rate (the notice can wait)."""
         version = self.current_version
+        prefix = f"consent-version:{version}:"
         async with self._sessions() as session:
-            clients = await ConsentRepository(session).granted_other_version(version)
-        now = utcnow()
-        return await outbox.enqueue_many(
-            PlainMessage(
-                recipient_id=client_id,
-                kind=OutboxKind.NOTICE,
-                idempotency_key=f"consent-version:{version}:{client_id}",
-                due_at=now,
-                expires_at=now + NOTICE_VALID,
-                content_key=NEW_VERSION_NOTICE,
-                params={"version": version},
-            )
-            for client_id in clients
-        )
+            clients = await ConsentRepository(session).granted_other_version(version, unless_queued=prefix)
+        start, queued = utcnow(), 0
+        for first in range(0, len(clients), chunk):
+            messages = []
+            for n, client_id in enumerate(clients[first : first + chunk], start=first):
+                due = start + timedelta(seconds=n / per_second)
+                messages.append(
+                    PlainMessage(
+                        recipient_id=client_id,
+                        kind=OutboxKind.NOTICE,
+                        idempotency_key=f"{prefix}{client_id}",
+                        due_at=due,
+                        expires_at=due + NOTICE_VALID,
+                        content_key=NEW_VERSION_NOTICE,
+                        params={"version": version},
+                    )
+                )
+            queued += await outbox.enqueue_many(messages)
+        return queued
 
     # -- decisions ----------------------------------------------------------------------------
 
