@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import String, cast, delete, exists, func, literal, select, update
+from sqlalchemy import ColumnElement, String, Subquery, cast, delete, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -338,20 +338,8 @@ class ConsentRepository:
         """Active clients whose decision in force is a grant of a version other than
         ``version`` and who have no outbox row keyed ``unless_queued`` + their id yet (one
         query; for the notice of a new consent text)."""
-        ranked = (
-            select(
-                ConsentRecord.person_id,
-                ConsentRecord.choice,
-                ConsentRecord.consent_version,
-                func.row_number()
-                .over(
-                    partition_by=ConsentRecord.person_id,
-                    order_by=(ConsentRecord.recorded_at.desc(), ConsentRecord.id.desc()),
-                )
-                .label("n"),
-            )
-            .subquery()
-        )
+        ranked = _ranked_decisions()
+        queued_key = literal(unless_queued) + cast(ranked.c.person_id, String)
         rows = await self.session.scalars(
             select(ranked.c.person_id)
             .join(Person, Person.id == ranked.c.person_id)
@@ -362,7 +350,7 @@ class ConsentRepository:
                 Person.role == Role.CLIENT,
                 Person.active.is_(True),
             )
-            .where(~exists().where(OutboxMessage.idempotency_key == literal(unless_queued) + cast(ranked.c.person_id, String)))
+            .where(~exists().where(OutboxMessage.idempotency_key == queued_key))
             .order_by(ranked.c.person_id)
         )
         return list(rows)
@@ -371,24 +359,30 @@ class ConsentRepository:
         """The choice in force for each of ``person_ids`` that has any record (one query)."""
         if not person_ids:
             return {}
-        ranked = (
-            select(
-                ConsentRecord.person_id,
-                ConsentRecord.choice,
-                func.row_number()
-                .over(
-                    partition_by=ConsentRecord.person_id,
-                    order_by=(ConsentRecord.recorded_at.desc(), ConsentRecord.id.desc()),
-                )
-                .label("n"),
-            )
-            .where(ConsentRecord.person_id.in_(list(person_ids)))
-            .subquery()
-        )
+        ranked = _ranked_decisions(ConsentRecord.person_id.in_(list(person_ids)))
         rows = await self.session.execute(
             select(ranked.c.person_id, ranked.c.choice).where(ranked.c.n == 1)
         )
         return {person_id: ConsentChoice(choice) for person_id, choice in rows}
+
+
+def _ranked_decisions(*where: ColumnElement[bool]) -> Subquery:
+    """Consent decisions numbered per person, newest first: ``n == 1`` is the one in force."""
+    return (
+        select(
+            ConsentRecord.person_id,
+            ConsentRecord.choice,
+            ConsentRecord.consent_version,
+            func.row_number()
+            .over(
+                partition_by=ConsentRecord.person_id,
+                order_by=(ConsentRecord.recorded_at.desc(), ConsentRecord.id.desc()),
+            )
+            .label("n"),
+        )
+        .where(*where)
+        .subquery()
+    )
 
 
 def encode_conversation_key(key: ConversationKey) -> str:
