@@ -102,9 +102,11 @@ async def add_people(
 
 
 async def grant_consent(session: AsyncSession, person_ids: list[int]) -> None:
-    """Clients who consented: the running bot's outbox sends nothing to the others."""
+    """Clients who consented (to the current text: an earlier version would get them a
+    notice): the running bot's outbox sends nothing to the others."""
+    version = Content().text("consent.version")
     session.add_all(
-        ConsentRecord(person_id=person_id, consent_version="test", choice=ConsentChoice.GRANTED, recorded_at=utcnow())
+        ConsentRecord(person_id=person_id, consent_version=version, choice=ConsentChoice.GRANTED, recorded_at=utcnow())
         for person_id in person_ids
     )
 
