@@ -54,6 +54,15 @@ async def settle(update: Update) -> None:
     await query.edit_message_reply_markup(reply_markup=None)
 
 
+async def settle_again_ok(update: Update) -> None:
+    """``settle`` for buttons that may be pressed twice before the first press took them off
+    (a message sent on the bot's own initiative): the second press is no error."""
+    try:
+        await settle(update)
+    except BadRequest:  # "message is not modified": the buttons are gone already
+        pass
+
+
 def conversation(
     name: str,
     *,

@@ -54,7 +54,16 @@ from bot.services.reminders import NotYours
 from handlers import general
 from handlers.fallback import stale_button
 from handlers.access import public, refuse, requires
-from handlers.common import conversation, crisis_block, keyboard, say, settle, signed_ids, text
+from handlers.common import (
+    conversation,
+    crisis_block,
+    keyboard,
+    say,
+    settle,
+    settle_again_ok,
+    signed_ids,
+    text,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -112,10 +121,15 @@ async def practice(update: Update, context: BotContext) -> str:
     return await _menu(update, context)
 
 
-async def _menu(update: Update, context: BotContext) -> str:
-    """The exercises to choose from; an exercise still under way ends as stopped early."""
+async def _end_under_way(update: Update, context: BotContext) -> None:
+    """An exercise still under way ends as stopped early (its ratings kept), its timer too."""
     _cancel_job(context, update.effective_chat.id)
     await context.services.practice_log.stop(await context.identity(update))
+
+
+async def _menu(update: Update, context: BotContext) -> str:
+    """The exercises to choose from; an exercise still under way ends as stopped early."""
+    await _end_under_way(update, context)
     body = await text(update, context, "exercises.menu.title") + "\n\n" + await text(update, context, "exercises.menu.intro")
     rows = [
         [(await text(update, context, f"exercises.{name}.title"), f"px:pick:{name}")] for name in EXERCISES
@@ -140,14 +154,10 @@ async def start_from_reminder(update: Update, context: BotContext) -> str | None
     except NotYours:
         await refuse(update, context, what=f"button:{REMINDER_START}", reason="ownership")
         return None
-    try:
-        await settle(update)
-    except BadRequest:  # pressed twice: the buttons are already gone
-        pass
+    await settle_again_ok(update)
     if exercise is None:
         return await _menu(update, context)
-    _cancel_job(context, update.effective_chat.id)
-    await context.services.practice_log.stop(identity)
+    await _end_under_way(update, context)
     return await _ask_before(update, context, exercise)
 
 
@@ -552,10 +562,9 @@ async def rate_after(update: Update, context: BotContext) -> str | int | None:
 @public  # a fallback of this conversation only (which only clients enter); /cancel is shared
 async def stop(update: Update, context: BotContext) -> int:
     """✋ Stop, "stop", ✋, /stop or /cancel: end at once, keep what was answered, offer grounding."""
-    _cancel_job(context, update.effective_chat.id)
+    await _end_under_way(update, context)
     if update.callback_query:
         await settle(update)
-    await context.services.practice_log.stop(await context.identity(update))
     stopped = await text(update, context, "exercises.stop.stopped")
     offer = await text(update, context, "exercises.stop.grounding_offer")
     await context.bot.send_message(

@@ -24,7 +24,6 @@ import re
 from datetime import time
 
 from telegram import InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -41,7 +40,7 @@ from bot.delivery.buttons import REMINDER_SKIP as SKIP
 from bot.delivery.buttons import REMINDER_SNOOZE as SNOOZE
 from bot.services.reminders import EXERCISES, NotYours, Reminder, TooMany
 from handlers.access import refuse, requires
-from handlers.common import conversation, keyboard, packer, say, settle, signed_ids, text
+from handlers.common import conversation, keyboard, packer, say, settle, settle_again_ok, signed_ids, text
 
 EXERCISE_STATE = "reminders_exercise"
 DAYS_STATE = "reminders_days"
@@ -442,14 +441,6 @@ async def _delivered(update: Update, context: BotContext, action: str) -> int | 
     return ids[0] if ids else None
 
 
-async def _settle_delivered(update: Update) -> None:
-    """Like ``settle``, but a second press (the buttons already gone) is no error."""
-    try:
-        await settle(update)
-    except BadRequest:  # "message is not modified"
-        pass
-
-
 @requires(Role.CLIENT)
 async def snooze(update: Update, context: BotContext) -> None:
     message_id = await _delivered(update, context, SNOOZE)
@@ -460,7 +451,7 @@ async def snooze(update: Update, context: BotContext) -> None:
     except NotYours:
         await refuse(update, context, what=f"button:{SNOOZE}", reason="ownership")
         return
-    await _settle_delivered(update)
+    await settle_again_ok(update)
     await say(update, context, "reminders.snoozed")
 
 
@@ -474,7 +465,7 @@ async def skip_today(update: Update, context: BotContext) -> None:
     except NotYours:
         await refuse(update, context, what=f"button:{SKIP}", reason="ownership")
         return
-    await _settle_delivered(update)
+    await settle_again_ok(update)
     await say(update, context, "reminders.skipped")
 
 
