@@ -16,7 +16,7 @@ from telegram.warnings import PTBUserWarning
 from bot.callbacks import InvalidPayload
 from bot.content import trusted_html
 from bot.context import BotContext
-from handlers.access import refuse
+from handlers.access import public, refuse
 
 
 async def text(update: Update, context: BotContext, key: str, **params: Any) -> str:
@@ -86,6 +86,12 @@ def conversation(
             states=states,
             fallbacks=fallbacks,
         )
+
+
+@public  # a state handler: the conversation checked the asker when it began
+async def use_the_buttons(update: Update, context: BotContext) -> None:
+    """Typed text where buttons are expected: say so, and stay in the same step."""
+    await say(update, context, "fallback.use_buttons")
 
 
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:

@@ -36,7 +36,17 @@ from bot.services.consent import Recipient
 from bot.services.enrollment import AlreadyEnrolled, InviteUnavailable, JoinSituation
 from bot.services.invites import InviteStatus, InviteView
 from handlers.access import public, requires
-from handlers.common import conversation, crisis_block, keyboard, say, settle, signed_ids, tell, text
+from handlers.common import (
+    conversation,
+    crisis_block,
+    keyboard,
+    say,
+    settle,
+    signed_ids,
+    tell,
+    text,
+    use_the_buttons,
+)
 from handlers.preferences import (
     LANGUAGE_BUTTON,
     ZONE_BUTTON,
@@ -221,10 +231,6 @@ async def _ask_language(update: Update, context: BotContext) -> None:
     buttons = await language_buttons(update, context)
     await say(update, context, "client_join.language_question", reply_markup=buttons)
 
-
-@public
-async def use_the_buttons(update: Update, context: BotContext) -> None:
-    await say(update, context, "fallback.use_buttons")
 
 
 # -- a client of another therapist (or of none any more) ----------------------------------------

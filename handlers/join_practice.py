@@ -21,7 +21,7 @@ from bot.services.invites import InviteView
 from bot.services.names import clean_display_name
 from bot.services.practice import JoinRefused
 from handlers.access import public
-from handlers.common import keyboard, say, settle, text
+from handlers.common import keyboard, say, settle, text, use_the_buttons
 
 # States of the welcome conversation.
 TERMS = "practice_terms"
@@ -102,10 +102,6 @@ async def receive_name(update: Update, context: BotContext) -> str | int:
     await say(update, context, f"practice.joined_{kind}", name=name)
     return ConversationHandler.END
 
-
-@public
-async def use_the_buttons(update: Update, context: BotContext) -> None:
-    await say(update, context, "fallback.use_buttons")
 
 
 async def _lost(update: Update, context: BotContext) -> int:

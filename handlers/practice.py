@@ -63,6 +63,7 @@ from handlers.common import (
     settle_again_ok,
     signed_ids,
     text,
+    use_the_buttons,
 )
 
 _log = logging.getLogger(__name__)
@@ -586,10 +587,6 @@ async def calm(update: Update, context: BotContext) -> int:
     await say(update, context, "exercises.stop.grounding_done")
     return ConversationHandler.END
 
-
-@requires(Role.CLIENT)
-async def use_the_buttons(update: Update, context: BotContext) -> None:
-    await say(update, context, "fallback.use_buttons")
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: Content) -> ConversationHandler:

@@ -40,7 +40,17 @@ from bot.delivery.buttons import REMINDER_SKIP as SKIP
 from bot.delivery.buttons import REMINDER_SNOOZE as SNOOZE
 from bot.services.reminders import EXERCISES, NotYours, Reminder, TooMany
 from handlers.access import refuse, requires
-from handlers.common import conversation, keyboard, packer, say, settle, settle_again_ok, signed_ids, text
+from handlers.common import (
+    conversation,
+    keyboard,
+    packer,
+    say,
+    settle,
+    settle_again_ok,
+    signed_ids,
+    text,
+    use_the_buttons,
+)
 
 EXERCISE_STATE = "reminders_exercise"
 DAYS_STATE = "reminders_days"
@@ -486,8 +496,14 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
         "reminders",
         entry_points=[CommandHandler("reminders", show_list), *buttons],
         states={
-            EXERCISE_STATE: [CallbackQueryHandler(exercise_pressed, pattern=EXERCISE_BUTTON)],
-            DAYS_STATE: [CallbackQueryHandler(day_pressed, pattern=DAY_BUTTON)],
+            EXERCISE_STATE: [
+                CallbackQueryHandler(exercise_pressed, pattern=EXERCISE_BUTTON),
+                MessageHandler(free_text, use_the_buttons),
+            ],
+            DAYS_STATE: [
+                CallbackQueryHandler(day_pressed, pattern=DAY_BUTTON),
+                MessageHandler(free_text, use_the_buttons),
+            ],
             TIME_STATE: [
                 CallbackQueryHandler(time_pressed, pattern=TIME_BUTTON),
                 MessageHandler(free_text, time_typed),

@@ -25,7 +25,7 @@ from telegram.ext import (
 from bot.context import BotContext
 from handlers import join_client, join_practice
 from handlers.access import public
-from handlers.common import conversation, keyboard, say, settle, text
+from handlers.common import conversation, keyboard, say, settle, text, use_the_buttons
 
 # States (strings, so that the persisted value reads well in the database).
 OFFER = "offer"
@@ -103,11 +103,6 @@ async def finish_tour(update: Update, context: BotContext) -> int:
     await say(update, context, "tour.finished")
     return ConversationHandler.END
 
-
-@public
-async def use_the_buttons(update: Update, context: BotContext) -> None:
-    """Typed text while buttons are expected: say so, and stay where we are."""
-    await say(update, context, "fallback.use_buttons")
 
 
 async def _pages(update: Update, context: BotContext) -> list[str]:

@@ -83,6 +83,8 @@ async def test_create_list_change_pause_resume_delete(bot: RunningBot, emulator:
     which = await client.next_message()
     assert says(which, "reminders.ask_exercise")
     assert labels(which) == ["Slow breathing", "Muscle relaxation", "Safe place", "Grounding 5-4-3-2-1", "Any exercise"]
+    await client.send("breathing please")  # typed where a button is expected: said so, same step
+    assert says(await client.next_message(), "fallback.use_buttons")
     await client.press("Slow breathing", which)
     days = await client.next_message()
     assert says(days, "reminders.ask_days")
