@@ -193,10 +193,8 @@ async def grant_now(update: Update, context: BotContext) -> None:
     """A grant after a withdrawal (the therapist is told), or of a new version of the text
     while an earlier grant was in force (nothing changes for the therapist)."""
     await settle(update)
-    identity = await context.identity(update)
-    before = await context.services.consent.current(identity.person_id)
-    change = await context.services.consent.grant(identity)
-    if before is not None and before.active:
+    change = await context.services.consent.grant(await context.identity(update))
+    if change.was_granted:
         await say(update, context, "account.consent.updated", version=change.status.version)
         return
     await say(update, context, "account.consent.regranted", version=change.status.version)

@@ -76,6 +76,7 @@ class ConsentChange:
     status: ConsentStatus
     changed: bool  # False when the decision in force already was this one
     therapist: Recipient | None  # the client's current therapist, to be told
+    was_granted: bool = False  # the decision in force before was a grant (of any version)
 
 
 class ConsentService:
@@ -168,10 +169,11 @@ class ConsentService:
             consents = ConsentRepository(session)
             latest = await consents.latest(actor.person_id)
             therapist = await _therapist_of(session, actor.person_id)
+            was_granted = latest is not None and latest.choice is ConsentChoice.GRANTED
             if latest is not None and latest.choice is choice and (
                 choice is ConsentChoice.WITHDRAWN or latest.consent_version == self.current_version
             ):
-                return ConsentChange(ConsentStatus.of(latest), changed=False, therapist=therapist)
+                return ConsentChange(ConsentStatus.of(latest), False, therapist, was_granted)
             record = await consents.add(actor.person_id, self.current_version, choice, utcnow())
             await AuditRepository(session).record(
                 actor_telegram_id=actor.telegram_id,
@@ -180,7 +182,7 @@ class ConsentService:
                 subject_person_id=actor.person_id,
                 detail={"version": record.consent_version},
             )
-            return ConsentChange(ConsentStatus.of(record), changed=True, therapist=therapist)
+            return ConsentChange(ConsentStatus.of(record), True, therapist, was_granted)
 
 
 async def _therapist_of(session: AsyncSession, client_id: int) -> Recipient | None:
