@@ -233,7 +233,7 @@ async def _tell_therapist(context: BotContext, change: ConsentChange, key: str) 
         alias = therapist.client_alias or context.services.content.text(
             "account.consent.unnamed_client", therapist.language
         )
-        await tell(context, therapist.telegram_id, therapist.language, key, alias=alias)
+        await tell(context, therapist.person_id, therapist.language, key, alias=alias)
 
 
 async def _buttons(

@@ -239,7 +239,7 @@ async def unlink(update: Update, context: BotContext) -> int:
     await update.callback_query.answer()
     body = await text(update, context, "clients.unlinked", alias=await _name(update, context, client, 0))
     await update.callback_query.edit_message_text(body)
-    await tell(context, told.telegram_id, told.language, "clients.unlinked_notice")
+    await tell(context, told.person_id, told.language, "clients.unlinked_notice")
     return ConversationHandler.END
 
 

@@ -276,7 +276,7 @@ async def switch(update: Update, context: BotContext) -> int:
     await say(update, context, "client_join.switch.switched", therapist=therapist)
     if switched.old_therapist is not None:  # no pseudonym, nothing clinical
         old = switched.old_therapist
-        await tell(context, old.telegram_id, old.language, "client_join.switch.ended_notice")
+        await tell(context, old.person_id, old.language, "client_join.switch.ended_notice")
     await _tell_joined(context, switched.new_therapist)
     return ConversationHandler.END
 
@@ -328,7 +328,7 @@ async def _tell_joined(context: BotContext, therapist: Recipient | None) -> None
     """Tell the therapist that their invite was accepted (the pseudonym they chose)."""
     if therapist is None:
         return
-    to = (context, therapist.telegram_id, therapist.language)
+    to = (context, therapist.person_id, therapist.language)
     if therapist.client_alias:
         await tell(*to, "client_join.joined_notice", alias=therapist.client_alias)
     else:

@@ -397,14 +397,16 @@ async def test_new_version_notices_are_spread_and_queued_once(bot: RunningBot, e
         await join(client, await client_token(bot, therapist, alias=client.first_name))
     async with db_sessions.begin() as session:
         await session.execute(update(ConsentRecord).values(consent_version="2025-01-1"))
-    # Paused delivery would race the dispatcher; read the rows the service queues instead.
+    # Called here rather than at start-up, so that the rows it queues can be read back.
     consent, outbox = services(bot).consent, services(bot).outbox
     assert await consent.notify_new_version(outbox, per_second=2.0, chunk=2) == 5
     assert await consent.notify_new_version(outbox, per_second=2.0, chunk=2) == 0
     async with db_sessions() as session:
         rows = (
-            await session.scalars(
-                select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.NOTICE).order_by(OutboxMessage.due_at)
+            await session.execute(
+                select(OutboxMessage.recipient_id, OutboxMessage.due_at)
+                .where(OutboxMessage.content_key == "outbox.consent_new_version")
+                .order_by(OutboxMessage.due_at)
             )
         ).all()
     assert len(rows) == 5 and len({r.recipient_id for r in rows}) == 5

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 
 from bot.content import Content
 from bot.context import SERVICES_KEY
+from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import AuditEvent, Invite, InviteKind, Person, Role, TherapistClientLink
 from bot.db.repositories import LinkRepository, PeopleRepository
 from bot.db.types import utcnow
@@ -23,6 +24,7 @@ from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.sandbox.emulator.records import BotMessage
 from bot.services import Services
+from tests.fixtures_delivery import grant_consent
 from tests.fixtures_bot import ADMIN_ID, RunningBot
 
 TOKEN = re.compile(r"\?start=([A-Za-z0-9_-]+)")
@@ -83,7 +85,8 @@ async def add_clients(
     bot: RunningBot, emulator: BotApiEmulator, therapist: SimUser, aliases: list[str], first_id: int
 ) -> list[Person]:
     """Clients linked to ``therapist`` directly in the database (joining as a client is
-    another flow's business). Each has talked to the bot once, so it can write to them."""
+    another flow's business), with their consent, as joining records it. Each has talked to
+    the bot once, so it can write to them."""
     found = await person(bot, therapist.id)
     for n in range(len(aliases)):
         user = emulator.user(first_id + n, first_name=f"C{n}")
@@ -98,6 +101,7 @@ async def add_clients(
             )
             await LinkRepository(session).add(found.id, client.id, utcnow())
             added.append(client)
+        await grant_consent(session, [client.id for client in added])
     return added
 
 
@@ -448,6 +452,14 @@ async def test_deactivating_a_therapist_tells_their_clients_who_can_be_moved(
         notice = await emulator.user(client.telegram_id).next_message()
         assert starts(notice, content, "therapists.client_notice") and "Anna" not in notice.content
     assert starts(await anna.next_message(), content, "therapists.deactivated_notice")
+    # The clients' notices went through the outbox (paced, however many clients).
+    async with services(bot).sessions() as session:
+        told = await session.scalars(
+            select(OutboxMessage.recipient_id).where(
+                OutboxMessage.kind == OutboxKind.NOTICE, OutboxMessage.state.in_([OutboxState.SENDING, OutboxState.SENT])
+            )
+        )
+        assert sorted(told) == sorted(client.id for client in clients)
     assert not (await services(bot).invites.inspect(pending)).valid, "her unused client links are revoked"
 
     # A deactivated therapist can no longer reach clients or make invites.

@@ -66,6 +66,7 @@ class Recipient:
     """Someone to tell about a change, in their own language. ``client_alias`` is the
     pseudonym the client is known by to this therapist (for notices that may name them)."""
 
+    person_id: int
     telegram_id: int
     language: str
     client_alias: str | None = None
@@ -195,4 +196,4 @@ async def _therapist_of(session: AsyncSession, client_id: int) -> Recipient | No
     client = await people.get(client_id)
     if therapist is None or not therapist.active:
         return None
-    return Recipient(therapist.telegram_id, therapist.language, client.alias if client else None)
+    return Recipient(therapist.id, therapist.telegram_id, therapist.language, client.alias if client else None)

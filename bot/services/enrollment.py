@@ -158,7 +158,7 @@ class ClientEnrollmentService:
             return Enrollment(
                 identity=enrolled,
                 therapist_name=view.therapist_display_name,
-                therapist=Recipient(therapist.telegram_id, therapist.language, client.alias),
+                therapist=Recipient(therapist.id, therapist.telegram_id, therapist.language, client.alias),
                 consent_version=consent_version,
             )
 
@@ -186,7 +186,7 @@ class ClientEnrollmentService:
                 await session.flush()  # the old link ends before the new one starts
                 old = await people.get(current.therapist_id)
                 if old is not None and old.active:
-                    old_therapist = Recipient(old.telegram_id, old.language)
+                    old_therapist = Recipient(old.id, old.telegram_id, old.language)
             await links.add(therapist.id, client.id, utcnow())
             if invite.alias is not None:
                 client.alias = invite.alias  # the name the new therapist gave
@@ -201,7 +201,7 @@ class ClientEnrollmentService:
             return Switch(
                 identity=identity,
                 therapist_name=view.therapist_display_name,
-                new_therapist=Recipient(therapist.telegram_id, therapist.language, client.alias),
+                new_therapist=Recipient(therapist.id, therapist.telegram_id, therapist.language, client.alias),
                 old_therapist=old_therapist,
             )
 
