@@ -434,3 +434,26 @@ async def test_buttons_of_old_messages_change_nothing(bot: RunningBot, emulator:
     assert (await client.wait_for_callback_answer(query)).text == stale
     rows = await sessions_of(bot)
     assert len(rows) == 2 and {r.distress_after for r in rows} == {None, "2"}
+
+
+async def test_an_instance_that_stops_consuming_drops_its_timers_and_the_next_resumes(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    """With PostgreSQL, a standby that takes over resumes the exercise; the instance that
+    lost the lead must stop editing it (on_consuming False), or two would edit one message."""
+    from handlers.practice import on_consuming
+
+    client = await enrolled_client(bot, emulator)
+    breath = await start_breathing(bot, client, 6, speed=0.1)
+    await client.wait_for_edit(breath)
+    await on_consuming(bot.application, False)  # this instance is no longer the consumer
+    assert not job_names(bot, client)
+    edits = len(breath.edits)
+    await asyncio.sleep(0.8)
+    assert len(breath.edits) == edits, "nothing edits the message any more"
+
+    await on_consuming(bot.application, True)  # consuming again: the exercise goes on
+    after = await client.wait_for(lambda m: "And now" in m.content, timeout=15)
+    assert len(breath.edits) > edits and says(breath, "exercises.breathing.finished")
+    await client.press("3", after)
+    assert (await client.next_message()).content.startswith("From 6 to 3")
