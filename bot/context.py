@@ -6,7 +6,10 @@ from typing import TYPE_CHECKING
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from bot.flows import FLOWS_KEY
+
 if TYPE_CHECKING:
+    from bot.flows import Flows
     from bot.services import Services
     from bot.services.people import Identity
 
@@ -23,10 +26,16 @@ class BotContext(CallbackContext[ExtBot, dict, dict, dict]):
     def __init__(self, application: Application, chat_id: int | None = None, user_id: int | None = None):
         super().__init__(application=application, chat_id=chat_id, user_id=user_id)
         self._identity: Identity | None = None
+        self.flow_handled: str | None = None  # the flow that handled this update (bot.flows)
 
     @property
     def services(self) -> Services:
         return self.application.bot_data[SERVICES_KEY]
+
+    @property
+    def flows(self) -> Flows:
+        """The one-active-flow rule, and pausing a person's flow (bot.flows)."""
+        return self.application.bot_data[FLOWS_KEY]
 
     async def identity(self, update: object) -> Identity:
         """Who is asking. Cached for the rest of this update."""

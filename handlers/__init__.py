@@ -11,6 +11,8 @@ matches; groups run from the lowest number up. The order below is the product's 
                         /mydata, /delete, /consent) and the buttons of their messages
                      3. commands available at any time (/help, /about, /cancel or a stop word)
                      4. fallbacks: unknown commands, stray text, stale buttons
+  group FLOWS (50)   the one-active-flow rule (bot.flows): the flow that handled the update
+                     owns the person's next message, other flows end; a command ends a flow
   group AFTER (100)  write conversation states through to the database after every update
 
 Add a new conversation to ``conversations()``, a command available at any time to
@@ -24,6 +26,7 @@ from telegram.ext import Application, BaseHandler, TypeHandler
 
 from bot.content import Content
 from bot.context import CONSUMING_HOOKS_KEY, SERVICES_KEY
+from bot.flows import Flows
 from bot.logs import remember_update_texts
 from handlers import (
     account,
@@ -45,7 +48,7 @@ from handlers import (
 )
 from handlers.access import public
 
-SEEN, GUARD, MAIN, AFTER = -100, -10, 0, 100
+SEEN, GUARD, MAIN, FLOWS, AFTER = -100, -10, 0, 50, 100
 
 
 def conversations(content: Content) -> list[BaseHandler]:
@@ -71,8 +74,17 @@ async def _persist_now(update: Update, context) -> None:
 
 
 @public
+async def _one_active_flow(update: Update, context) -> None:
+    await context.flows.settle(update, context)
+
+
+@public
 async def _remember_texts(update: Update, context) -> None:
     remember_update_texts(update)
+
+
+async def _read_paused_flows_again(application: Application, consuming: bool) -> None:
+    Flows.of(application).forget_cache()
 
 
 def register(application: Application) -> None:
@@ -91,9 +103,12 @@ def register(application: Application) -> None:
     application.add_handlers(general.build(content), group=MAIN)
     application.add_handlers(fallback.handlers, group=MAIN)
 
+    Flows.install(application, application.handlers[MAIN])
+    application.add_handler(TypeHandler(Update, _one_active_flow), group=FLOWS)
     application.add_handler(TypeHandler(Update, _persist_now), group=AFTER)
 
     # When this instance starts consuming updates: resume timed exercises a restart stopped.
     application.bot_data.setdefault(CONSUMING_HOOKS_KEY, []).append(practice.on_consuming)
+    application.bot_data[CONSUMING_HOOKS_KEY].append(_read_paused_flows_again)
 
     application.add_error_handler(errors.on_error)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, Forbidden
-from telegram.ext import BaseHandler, ConversationHandler
+from telegram.ext import BaseHandler
 from telegram.warnings import PTBUserWarning
 
 from bot.callbacks import InvalidPayload
@@ -19,6 +19,7 @@ from bot.content import trusted_html
 from bot.context import BotContext
 from bot.db.delivery_models import OutboxKind
 from bot.db.types import utcnow
+from bot.flows import Flow, FlowHooks, Paused
 from handlers.access import public, refuse
 
 
@@ -75,22 +76,26 @@ def conversation(
     entry_points: list[BaseHandler],
     states: dict[object, list[BaseHandler]],
     fallbacks: list[BaseHandler],
-) -> ConversationHandler:
+    hooks: FlowHooks | None = None,
+) -> Flow:
     """A conversation as the bot's conversations are: persisted in the database under
-    ``name`` (a restart resumes it), re-entered by its entry command, one state per person.
+    ``name`` (a restart resumes it), re-entered by its entry command, one state per person,
+    and a flow under the one-active-flow rule (bot.flows; ``hooks`` say what it does when
+    another flow ends it, or when it is paused and resumed).
 
     per_message=False is intended: the state is per person, and buttons are matched by their
     data. python-telegram-bot warns about CallbackQueryHandlers in such conversations; the
     warning is understood, so it is silenced here, once."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
+        return Flow(
             name=name,
             persistent=True,
             allow_reentry=True,
             entry_points=entry_points,
             states=states,
             fallbacks=fallbacks,
+            hooks=hooks,
         )
 
 
@@ -98,6 +103,23 @@ def conversation(
 async def use_the_buttons(update: Update, context: BotContext) -> None:
     """Typed text where buttons are expected: say so, and stay in the same step."""
     await say(update, context, "fallback.use_buttons")
+
+
+FLOW_BACK = "flow:back"  # ↩ Back to where I was: resume the paused flow (handlers.general)
+FLOW_END = "flow:end"  # End it: end the paused flow
+
+
+async def send_with_way_back(update: Update, context: BotContext, body: str, paused: Paused) -> Message:
+    """``body``, then a line naming the paused flow, with ↩ Back to where I was and End it."""
+    flow = await text(update, context, f"flows.names.{paused.flow}")
+    return await context.bot.send_message(
+        update.effective_chat.id,
+        f"{body}\n\n{await text(update, context, 'flows.paused', flow=flow)}",
+        reply_markup=keyboard(
+            [(await text(update, context, "flows.back"), FLOW_BACK)],
+            [(await text(update, context, "flows.end"), FLOW_END)],
+        ),
+    )
 
 
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:

@@ -7,7 +7,7 @@ from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 
 from bot.context import BotContext
 from handlers.access import public
-from handlers.common import crisis_block, say, text
+from handlers.common import crisis_block, say, send_with_way_back, text
 
 
 @public
@@ -17,8 +17,14 @@ async def unknown_command(update: Update, context: BotContext) -> None:
 
 @public
 async def stray_text(update: Update, context: BotContext) -> None:
-    """Free text outside any step. The bot does not chat; it points to help and to people."""
-    await say(update, context, "fallback.text", crisis=await crisis_block(update, context))
+    """Free text outside any step. The bot does not chat; it points to help and to people,
+    and to a paused flow (bot.flows), if there is one."""
+    paused = await context.flows.paused(update, context)
+    if paused is None:
+        await say(update, context, "fallback.text", crisis=await crisis_block(update, context))
+        return
+    body = await text(update, context, "fallback.text", crisis=await crisis_block(update, context))
+    await send_with_way_back(update, context, body, paused)
 
 
 @public

@@ -1,23 +1,59 @@
-"""/help, /about and /cancel (or typing "stop", ✋): available to everyone at any time."""
+"""/help, /about and /cancel (or typing "stop", ✋): available to everyone at any time.
+
+/help in the middle of a flow (bot.flows) pauses it and offers, under the help text,
+↩ Back to where I was (the flow resumes at the step it had reached) or End it."""
 
 from __future__ import annotations
 
 import re
 
 from telegram import Update
-from telegram.ext import BaseHandler, CommandHandler, ConversationHandler, MessageHandler, filters
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.content import Content
 from bot.context import BotContext
 from handlers.access import public
-from handlers.common import crisis_block, say
+from handlers.common import FLOW_BACK, FLOW_END, crisis_block, say, send_with_way_back, settle, text
+from handlers.fallback import stale_button
 
 
 @public
 async def help_command(update: Update, context: BotContext) -> None:
-    """The help text for the asker's role: each role has its own list of commands."""
+    """The help text for the asker's role: each role has its own list of commands. A flow
+    under way is paused, and the help ends with the way back to it."""
     identity = await context.identity(update)
-    await say(update, context, f"help.{identity.menu}", crisis=await crisis_block(update, context))
+    body = await text(update, context, f"help.{identity.menu}", crisis=await crisis_block(update, context))
+    paused = await context.flows.pause(update, context)
+    if paused is None:
+        await context.bot.send_message(update.effective_chat.id, body)
+        return
+    await send_with_way_back(update, context, body, paused)
+
+
+@public  # acts on the presser's own paused flow only; its steps check the role again
+async def back_to_flow(update: Update, context: BotContext) -> None:
+    if await context.flows.paused(update, context) is None:
+        await stale_button(update, context)
+        return
+    await settle(update)
+    await context.flows.resume(update, context)
+
+
+@public  # acts on the presser's own paused flow only
+async def end_flow(update: Update, context: BotContext) -> None:
+    if await context.flows.paused(update, context) is None:
+        await stale_button(update, context)
+        return
+    await settle(update)
+    await context.flows.end_paused(update, context)
+    await say(update, context, "flows.ended")
 
 
 @public
@@ -28,12 +64,17 @@ async def about(update: Update, context: BotContext) -> None:
 @public
 async def cancel(update: Update, context: BotContext) -> int:
     """Inside a conversation: end it. Whatever was already answered has been saved by then."""
+    await context.flows.cancelled(update, context)
     await say(update, context, "cancel.done")
     return ConversationHandler.END
 
 
 @public
 async def nothing_to_cancel(update: Update, context: BotContext) -> None:
+    """/cancel or a stop word outside any flow: a paused flow ends; otherwise nothing to stop."""
+    if await context.flows.end_paused(update, context) is not None:
+        await say(update, context, "cancel.done")
+        return
     await say(update, context, "cancel.nothing")
 
 
@@ -62,6 +103,8 @@ def build(content: Content) -> list[BaseHandler]:
     return [
         CommandHandler("help", help_command),
         CommandHandler("about", about),
-        CommandHandler("cancel", nothing_to_cancel),
+        CommandHandler(["cancel", "stop"], nothing_to_cancel),
         MessageHandler(filters.TEXT & stop_words(content), nothing_to_cancel),
+        CallbackQueryHandler(back_to_flow, pattern=f"^{FLOW_BACK}$"),
+        CallbackQueryHandler(end_flow, pattern=f"^{FLOW_END}$"),
     ]

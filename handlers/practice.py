@@ -48,6 +48,7 @@ from bot.content import Content
 from bot.context import BotContext
 from bot.db.models import Role
 from bot.db.types import utcnow
+from bot.flows import FlowHooks
 from bot.delivery.buttons import REMINDER_START
 from bot.services.practice_log import SAFE_FIELDS, Run
 from bot.services.reminders import NotYours
@@ -244,7 +245,6 @@ async def _start_timed(update: Update, context: BotContext, session_id: int, exe
     identity = await context.identity(update)
     content = context.services.content
     lang = identity.language
-    chat_id = update.effective_chat.id
     if exercise == "pmr":
         tense = content.raw("exercises.pmr.tense_seconds", lang)
         release = content.raw("exercises.pmr.release_seconds", lang)
@@ -252,13 +252,23 @@ async def _start_timed(update: Update, context: BotContext, session_id: int, exe
     else:
         await say(update, context, f"exercises.{exercise}.intro")
     await say(update, context, f"exercises.{exercise}.caution")
+    await _run_timed_from(update, context, session_id, exercise, 0)
+
+
+async def _run_timed_from(update: Update, context: BotContext, session_id: int, exercise: str, step: int) -> None:
+    """Show ``step`` of a timed exercise in a new message and time the steps from there."""
+    identity = await context.identity(update)
+    content = context.services.content
+    lang = identity.language
+    chat_id = update.effective_chat.id
     steps = _timeline(content, lang, exercise)
+    step = min(step, len(steps) - 1)
     message = await context.bot.send_message(
-        chat_id, steps[0][0], reply_markup=_timed_markup(content, lang, exercise)
+        chat_id, steps[step][0], reply_markup=_timed_markup(content, lang, exercise)
     )
     _cancel_job(context, chat_id)
     _runs(context)[chat_id] = session_id
-    await context.services.practice_log.mark_run(identity, session_id, message.message_id, 0, utcnow())
+    await context.services.practice_log.mark_run(identity, session_id, message.message_id, step, utcnow())
     data = {
         "chat_id": chat_id,
         "message_id": message.message_id,
@@ -266,9 +276,9 @@ async def _start_timed(update: Update, context: BotContext, session_id: int, exe
         "telegram_id": identity.telegram_id,
         "lang": lang,
         "exercise": exercise,
-        "step": 0,
+        "step": step,
     }
-    context.job_queue.run_once(_tick, steps[0][1] * _speed(context), data=data, name=_job_name(chat_id))
+    context.job_queue.run_once(_tick, steps[step][1] * _speed(context), data=data, name=_job_name(chat_id))
 
 
 async def _show_step(context: BotContext, data: dict[str, Any], step: int, delay: float | None = None) -> None:
@@ -588,6 +598,45 @@ async def calm(update: Update, context: BotContext) -> int:
     return ConversationHandler.END
 
 
+# -- ended by another flow, paused and resumed (bot.flows) -------------------------------------
+
+
+async def _ended_by_another(update: Update, context: BotContext, state: object) -> None:
+    """Another command or flow took over: an exercise under way ends as stopped early."""
+    await _end_under_way(update, context)
+
+
+async def _pause(update: Update, context: BotContext, state: object) -> None:
+    """A timed exercise stops its timer at the step it shows; the rest waits as it is."""
+    chat_id = update.effective_chat.id
+    session_id = _runs(context).get(chat_id)
+    if session_id is None:
+        return
+    jobs = context.job_queue.get_jobs_by_name(_job_name(chat_id)) if context.job_queue else ()
+    step = next((job.data["step"] for job in jobs if job.data and job.data.get("session_id") == session_id), 0)
+    _cancel_job(context, chat_id)
+    await context.services.practice_log.pause_run(await context.identity(update), session_id, step)
+
+
+async def _resume_paused(update: Update, context: BotContext, state: object) -> None:
+    """Back to where the client was: a timed exercise goes on at the step it had reached (in a
+    new message); the menu and the safe-place questions are asked again."""
+    identity = await context.identity(update)
+    if state == RUNNING:
+        paused = await context.services.practice_log.paused_run(identity)
+        if paused is not None:
+            session_id, exercise, step = paused
+            await _run_timed_from(update, context, session_id, exercise, step)
+            return
+    if state == MENU:
+        await _menu(update, context)
+        return
+    fields = {state_name: n for n, state_name in enumerate(SAFE_STATES.values())}
+    if state in fields:
+        await _safe_question(update, context, fields[state])
+        return
+    await say(update, context, "flows.resumed")
+
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: Content) -> ConversationHandler:
     stops: list[BaseHandler] = [
@@ -621,5 +670,6 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: 
             },
         },
         fallbacks=stops + fallbacks,
+        hooks=FlowHooks(on_end=_ended_by_another, on_pause=_pause, on_resume=_resume_paused),
     )
 

@@ -14,13 +14,15 @@
 Buttons that name a reminder (or a delivered message) carry signed payloads, made for the
 presser (bot.callbacks); the service (bot.services.reminders) checks ownership at the moment
 of use. Day and time buttons name no record (``rmd:…``, ``rmt:HH:MM``); the reminder being
-edited is kept in user_data (memory only: after a restart the step says so).
+edited is a typed draft (``ReminderDraft``), kept in the database by bot.flows, so a restart
+or a pause (/help) loses no choice made.
 Times are the client's local time in their own zone; the outbox delivers them.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from datetime import time
 
 from telegram import InlineKeyboardMarkup, Update
@@ -36,6 +38,7 @@ from telegram.ext import (
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.db.models import Role
+from bot.flows import FlowHooks
 from bot.delivery.buttons import REMINDER_SKIP as SKIP
 from bot.delivery.buttons import REMINDER_SNOOZE as SNOOZE
 from bot.services.reminders import EXERCISES, NotYours, Reminder, TooMany
@@ -74,7 +77,30 @@ TIME_BUTTON = re.compile(r"^rmt:(\d{2}):(\d{2})$")
 TYPED_TIME = re.compile(r"^\s*(\d{1,2})\s*[:.hH]\s*(\d{2})\s*$|^\s*(\d{1,2})\s*$")
 COMMON_TIMES = ["08:00", "09:00", "12:00", "17:00", "19:00", "21:00"]
 
-_DRAFT = "reminders_draft"  # user_data: {"id": reminder id or None, "days": [...], "exercise": ...}
+FLOW = "reminders"
+
+
+@dataclass
+class ReminderDraft:
+    """What the client has chosen so far: for a new reminder (``id`` None) its exercise and
+    days; for a change, the reminder's id (and the days being chosen)."""
+
+    id: int | None = None
+    days: list[int] | None = None
+    exercise: str | None = None
+
+
+async def _draft(update: Update, context: BotContext) -> ReminderDraft | None:
+    stored = await context.flows.draft(update, context, FLOW)
+    return None if stored is None else ReminderDraft(**stored)
+
+
+async def _keep(update: Update, context: BotContext, draft: ReminderDraft) -> None:
+    await context.flows.keep_draft(update, context, FLOW, asdict(draft))
+
+
+async def _drop(update: Update, context: BotContext) -> None:
+    await context.flows.drop_draft(update, context, FLOW)
 
 
 # -- words -------------------------------------------------------------------------------------
@@ -136,7 +162,7 @@ async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboar
 @requires(Role.CLIENT)
 async def show_list(update: Update, context: BotContext) -> int:
     """/reminders: the list, as a new message."""
-    context.user_data.pop(_DRAFT, None)
+    await _drop(update, context)
     body, markup = await _list(update, context)
     await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
     return ConversationHandler.END
@@ -271,7 +297,7 @@ async def _days_keyboard(update: Update, context: BotContext, chosen: set[int]) 
 
 
 async def _ask_exercise(update: Update, context: BotContext, reminder: Reminder | None) -> str:
-    context.user_data[_DRAFT] = {"id": reminder.id if reminder else None, "days": None, "exercise": None}
+    await _keep(update, context, ReminderDraft(id=reminder.id if reminder else None))
     rows = [[(await _exercise(update, context, name), f"rmx:{name}")] for name in EXERCISES]
     rows.append([(await _exercise(update, context, None), "rmx:any")])
     await say(update, context, "reminders.ask_exercise", reply_markup=keyboard(*rows))
@@ -280,12 +306,12 @@ async def _ask_exercise(update: Update, context: BotContext, reminder: Reminder 
 
 async def _ask_days(update: Update, context: BotContext, reminder: Reminder | None) -> str:
     chosen = set(reminder.weekdays) if reminder else set()
-    draft = context.user_data.get(_DRAFT) or {}
-    context.user_data[_DRAFT] = {
-        "id": reminder.id if reminder else None,
-        "days": sorted(chosen),
-        "exercise": draft.get("exercise") if reminder is None else None,
-    }
+    draft = await _draft(update, context) or ReminderDraft()
+    await _keep(update, context, ReminderDraft(
+        id=reminder.id if reminder else None,
+        days=sorted(chosen),
+        exercise=draft.exercise if reminder is None else None,
+    ))
     await say(update, context, "reminders.ask_days", reply_markup=await _days_keyboard(update, context, chosen))
     return DAYS_STATE
 
@@ -324,17 +350,17 @@ async def edit_exercise(update: Update, context: BotContext) -> str | int:
 
 @requires(Role.CLIENT)
 async def exercise_pressed(update: Update, context: BotContext) -> str | int:
-    draft = context.user_data.get(_DRAFT)
+    draft = await _draft(update, context)
     await settle(update)
     if draft is None:
         await say(update, context, "reminders.lost")
         return ConversationHandler.END
     choice = EXERCISE_BUTTON.match(update.callback_query.data).group(1)
     exercise = None if choice == "any" else choice
-    if draft["id"] is None:
-        draft["exercise"] = exercise
+    if draft.id is None:
+        await _keep(update, context, ReminderDraft(exercise=exercise))
         return await _ask_days(update, context, None)
-    return await _save(update, context, draft["id"], exercise=exercise, any_exercise=exercise is None)
+    return await _save(update, context, draft.id, exercise=exercise, any_exercise=exercise is None)
 
 
 @requires(Role.CLIENT)
@@ -348,33 +374,34 @@ async def edit_time(update: Update, context: BotContext) -> str | int:
     reminder = await _editing(update, context, EDIT_TIME)
     if reminder is None:
         return ConversationHandler.END
-    context.user_data[_DRAFT] = {"id": reminder.id, "days": None}
+    await _keep(update, context, ReminderDraft(id=reminder.id))
     return await _ask_time(update, context)
 
 
 @requires(Role.CLIENT)
 async def day_pressed(update: Update, context: BotContext) -> str | int:
-    draft = context.user_data.get(_DRAFT)
+    draft = await _draft(update, context)
     match = DAY_BUTTON.match(update.callback_query.data or "")
-    if draft is None or draft.get("days") is None or match is None:
+    if draft is None or draft.days is None or match is None:
         await settle(update)
         await say(update, context, "reminders.lost")
         return ConversationHandler.END
-    chosen = set(draft["days"])
+    chosen = set(draft.days)
     choice = match.group(1)
     if choice == "ok":
         if not chosen:
             await update.callback_query.answer(await text(update, context, "reminders.no_days"), show_alert=True)
             return DAYS_STATE
         await settle(update)
-        if draft["id"] is None:
+        if draft.id is None:
             return await _ask_time(update, context)
-        return await _save(update, context, draft["id"], weekdays=chosen)
+        return await _save(update, context, draft.id, weekdays=chosen)
     if choice == "all":
         chosen = set() if len(chosen) == 7 else set(range(7))
     else:
         chosen ^= {int(choice)}
-    draft["days"] = sorted(chosen)
+    draft.days = sorted(chosen)
+    await _keep(update, context, draft)
     await update.callback_query.answer()
     await update.callback_query.edit_message_reply_markup(await _days_keyboard(update, context, chosen))
     return DAYS_STATE
@@ -404,34 +431,34 @@ async def time_typed(update: Update, context: BotContext) -> str | int:
 
 
 async def _time_chosen(update: Update, context: BotContext, at: time | None) -> str | int:
-    draft = context.user_data.get(_DRAFT)
+    draft = await _draft(update, context)
     if draft is None:
         await say(update, context, "reminders.lost")
         return ConversationHandler.END
     if at is None:
         await say(update, context, "reminders.bad_time")
         return TIME_STATE
-    if draft["id"] is None:
-        days = set(draft["days"] or ())
-        exercise = draft.get("exercise")
+    if draft.id is None:
+        days = set(draft.days or ())
+        exercise = draft.exercise
         try:
             await context.services.reminders.add(await _person(update, context), days, at, exercise)
         except TooMany:
-            context.user_data.pop(_DRAFT, None)
+            await _drop(update, context)
             await say(update, context, "reminders.too_many")
             return ConversationHandler.END
-        context.user_data.pop(_DRAFT, None)
+        await _drop(update, context)
         await say(
             update, context, "reminders.added", days=await _days(update, context, days),
             time=at.strftime("%H:%M"), exercise=await _exercise(update, context, exercise),
         )
         return ConversationHandler.END
-    return await _save(update, context, draft["id"], at=at)
+    return await _save(update, context, draft.id, at=at)
 
 
 async def _save(update: Update, context: BotContext, reminder_id: int, **change: object) -> int:
     """Apply ``change`` (days, time or exercise: see ReminderService.change) and say so."""
-    context.user_data.pop(_DRAFT, None)
+    await _drop(update, context)
     try:
         reminder = await context.services.reminders.change(
             await _person(update, context), reminder_id, **change  # type: ignore[arg-type]
@@ -510,6 +537,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
             ],
         },
         fallbacks=fallbacks,
+        hooks=FlowHooks(keeps_draft=True),
     )
 
 

@@ -411,6 +411,14 @@ class ConversationStateRepository:
         )
         return {decode_conversation_key(key): state for key, state in rows}
 
+    async def get(self, name: str, key: ConversationKey) -> object | None:
+        """The state of one conversation, or None."""
+        return await self.session.scalar(
+            select(ConversationState.state).where(
+                ConversationState.name == name, ConversationState.key == encode_conversation_key(key)
+            )
+        )
+
     async def forget_user(self, user_id: int) -> int:
         """Erasure: delete every conversation state whose key names this Telegram user (or
         their private chat, which has the same id). Returns how many rows were deleted."""

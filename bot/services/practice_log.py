@@ -140,6 +140,28 @@ class PracticeLogService:
             row.run_message_id, row.run_step, row.run_step_since = message_id, step, since
             return True
 
+    async def pause_run(self, actor: Identity, session_id: int, step: int) -> bool:
+        """A timed exercise is paused at ``step``: no message shows it any more, so a restart
+        does not resume it (``runs_since`` skips it); ``paused_run`` finds it again."""
+        client_id = _client_id(actor)
+        async with self._sessions.begin() as session:
+            row = await PracticeSessionRepository(session).get_of(session_id, client_id)
+            if row is None or row.ended_at is not None:
+                return False
+            row.run_message_id, row.run_step, row.run_step_since = None, step, utcnow()
+            return True
+
+    async def paused_run(self, actor: Identity) -> tuple[int, str, int] | None:
+        """The actor's paused timed exercise: (session id, exercise, step), or None."""
+        client_id = _client_id(actor)
+        async with self._sessions() as session:
+            rows = await PracticeSessionRepository(session).open_of(client_id)
+        paused = [r for r in rows if r.run_message_id is None and r.run_step is not None]
+        if not paused:
+            return None
+        row = max(paused, key=lambda r: r.started_at)
+        return row.id, row.exercise, row.run_step
+
     async def runs_since(self, since: datetime) -> list[Run]:
         """The timed exercises under way that showed a step since ``since``: the bot's own
         question at start-up (not an actor's), answered from non-clinical columns only."""
