@@ -74,3 +74,27 @@ def test_configure_logging_quiets_httpx():
     finally:
         root.handlers[:] = old_handlers
         root.setLevel(old_level)
+
+
+def test_the_error_handler_logs_every_frame_and_no_message():
+    from handlers.errors import stack_of
+
+    def inner(secret: str) -> None:
+        raise ValueError(f"bad value {secret}")
+
+    def outer() -> None:
+        try:
+            inner("MARKER-typed-by-a-person")
+        except ValueError as exc:
+            raise RuntimeError("wrapped MARKER-typed-by-a-person") from exc
+
+    try:
+        outer()
+    except RuntimeError as exc:
+        stack = stack_of(exc)
+    assert "MARKER" not in stack
+    lines = stack.splitlines()
+    assert lines[0] == "ValueError:" and "RuntimeError:" in lines
+    assert any(line.strip().startswith("test_logs.py:") and line.endswith("in inner") for line in lines)
+    assert any(line.endswith("in outer") for line in lines)
+    assert any(line.endswith("in test_the_error_handler_logs_every_frame_and_no_message") for line in lines)
