@@ -33,7 +33,7 @@ from bot.crypto.keyring import generate_keyring  # noqa: E402
 from bot.crypto.keystore import KeyStore  # noqa: E402
 from bot.db.engine import create_engine, session_factory  # noqa: E402
 from bot.db.migrate import upgrade  # noqa: E402
-from bot.db.models import Person, PracticeSession, Role  # noqa: E402
+from bot.db.models import Person, ExerciseRun, Role  # noqa: E402
 from bot.services.people import Identity  # noqa: E402
 from bot.services.progress import ProgressService  # noqa: E402
 from bot.services.progress_chart import render_chart  # noqa: E402
@@ -64,7 +64,7 @@ async def seed(sessions, client_id: int, years: int) -> int:
                     started = first + timedelta(days=day, hours=hour)
                     before = 3 + (day * 7 + hour) % 8
                     session.add(
-                        PracticeSession(
+                        ExerciseRun(
                             client_id=client_id,
                             exercise="breathing",
                             started_at=started,

@@ -37,8 +37,8 @@ from bot.services.data_rights import DataRightsService
 from bot.services.enrollment import ClientEnrollmentService
 from bot.services.invites import InviteService
 from bot.services.learning import LearningService
-from bot.services.practice import PracticeService
-from bot.services.practice_log import PracticeLogService
+from bot.services.clinic import ClinicService
+from bot.services.exercise_log import ExerciseLogService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -93,14 +93,14 @@ async def open_services(
         audit=AuditService(sessions),
         callbacks=CallbackCodec(keyring),
         invites=invites,
-        practice=PracticeService(sessions, invites, crypto),
+        clinic=ClinicService(sessions, invites, crypto),
         consent=ConsentService(sessions, content),
         preferences=PreferencesService(sessions, content),
         enrollment=ClientEnrollmentService(sessions, invites),
         data_rights=DataRightsService(sessions, crypto),
         outbox=outbox,
         schedules=schedules,
-        practice_log=PracticeLogService(sessions),
+        exercise_log=ExerciseLogService(sessions),
         progress=ProgressService(sessions),
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),

@@ -32,6 +32,7 @@ from handlers import (
     account,
     clients,
     errors,
+    exercises,
     fallback,
     general,
     guard,
@@ -39,7 +40,6 @@ from handlers import (
     join_client,
     learn,
     membership,
-    practice,
     preferences,
     progress,
     reminders,
@@ -62,7 +62,7 @@ def conversations(content: Content) -> list[BaseHandler]:
         join_client.build(fallbacks, free_text),  # a client joining: the steps after /start <link>
         preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
         reminders.build(fallbacks, free_text),  # /reminders (clients)
-        practice.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
+        exercises.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
     ]
 
 
@@ -108,7 +108,7 @@ def register(application: Application) -> None:
     application.add_handler(TypeHandler(Update, _persist_now), group=AFTER)
 
     # When this instance starts consuming updates: resume timed exercises a restart stopped.
-    application.bot_data.setdefault(CONSUMING_HOOKS_KEY, []).append(practice.on_consuming)
+    application.bot_data.setdefault(CONSUMING_HOOKS_KEY, []).append(exercises.on_consuming)
     application.bot_data[CONSUMING_HOOKS_KEY].append(_read_paused_flows_again)
 
     application.add_error_handler(errors.on_error)

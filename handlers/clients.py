@@ -28,7 +28,7 @@ from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.db.models import Role
 from bot.services.invites import NotAllowed
-from bot.services.practice import ClientSummary
+from bot.services.clinic import ClientSummary
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, local_time, packer, say, signed_ids, tell, text
 
@@ -77,7 +77,7 @@ async def turn_page(update: Update, context: BotContext) -> int:
 
 async def _list(update: Update, context: BotContext, page: int) -> tuple[str, InlineKeyboardMarkup | None]:
     identity = await context.identity(update)
-    clients = await context.services.practice.clients(identity)
+    clients = await context.services.clinic.clients(identity)
     if not clients:
         return await text(update, context, "clients.empty"), None
     pages = math.ceil(len(clients) / PAGE_SIZE)
@@ -129,7 +129,7 @@ async def _client_or_refuse(update: Update, context: BotContext, action: str) ->
         return None
     identity = await context.identity(update)
     try:
-        return await context.services.practice.client(identity, ids[0])
+        return await context.services.clinic.client(identity, ids[0])
     except NotAllowed as refused:
         await refuse(update, context, what=f"button:{action}", reason=refused.reason)
         return None
@@ -193,7 +193,7 @@ async def receive_new_alias(update: Update, context: BotContext) -> str | int:
         return ConversationHandler.END
     identity = await context.identity(update)
     try:
-        alias = await context.services.practice.rename_client(identity, client_id, update.message.text or "")
+        alias = await context.services.clinic.rename_client(identity, client_id, update.message.text or "")
     except ValueError:
         await say(update, context, "clients.alias_invalid")
         return RENAME_STATE
@@ -232,7 +232,7 @@ async def unlink(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     identity = await context.identity(update)
     try:
-        told = await context.services.practice.unlink_client(identity, client.client_id)
+        told = await context.services.clinic.unlink_client(identity, client.client_id)
     except NotAllowed as refused:  # lost in the meantime
         await refuse(update, context, what=f"button:{UNLINK_OK}", reason=refused.reason)
         return ConversationHandler.END

@@ -9,7 +9,7 @@
                                   TIME ──[a time / typed]──► added
 
     a delivered reminder: [Snooze 15 min] [Skip today] here; [Start now] opens /practice on
-    the reminder's exercise (handlers/practice.py)
+    the reminder's exercise (handlers/exercises)
 
 Buttons that name a reminder (or a delivered message) carry signed payloads, made for the
 presser (bot.callbacks); the service (bot.services.reminders) checks ownership at the moment
@@ -41,7 +41,8 @@ from bot.db.models import Role
 from bot.flows import FlowHooks
 from bot.delivery.buttons import REMINDER_SKIP as SKIP
 from bot.delivery.buttons import REMINDER_SNOOZE as SNOOZE
-from bot.services.reminders import EXERCISES, NotYours, Reminder, TooMany
+from bot.exercises import EXERCISES
+from bot.services.reminders import NotYours, Reminder, TooMany
 from handlers.access import refuse, requires
 from handlers.common import (
     conversation,

@@ -23,7 +23,7 @@ from telegram.ext import (
 )
 
 from bot.context import BotContext
-from handlers import join_client, join_practice
+from handlers import join_client, join_clinic
 from handlers.access import public
 from handlers.common import conversation, keyboard, say, settle, text, use_the_buttons
 
@@ -46,8 +46,8 @@ async def start(update: Update, context: BotContext) -> str | int:
         # An invite link (/start <token>): dispatched by the kind of invite. Looking it up
         # stores nothing, whatever the payload.
         view = await context.services.invites.inspect(" ".join(context.args))
-        if view.kind in join_practice.KINDS:
-            return await join_practice.begin(update, context, view)
+        if view.kind in join_clinic.KINDS:
+            return await join_clinic.begin(update, context, view)
         return await join_client.begin(update, context, view)  # client links, and bad payloads
     if identity.is_admin:
         identity = await context.services.people.register_admin(identity)
@@ -143,7 +143,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
                 CallbackQueryHandler(finish_tour, pattern=f"^{DONE}$"),
                 MessageHandler(free_text, use_the_buttons),
             ],
-            **join_practice.states(free_text),  # a therapist or staff member joining
+            **join_clinic.states(free_text),  # a therapist or staff member joining
         },
         fallbacks=fallbacks,
     )

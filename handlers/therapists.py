@@ -23,7 +23,7 @@ from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.db.models import InviteKind, Role
 from bot.services.invites import NotAllowed
-from bot.services.practice import TherapistSummary
+from bot.services.clinic import TherapistSummary
 from handlers.access import refuse, requires
 from handlers.common import keyboard, packer, signed_ids, tell, tell_directly, text
 from handlers.invite import send_invite
@@ -77,7 +77,7 @@ async def back_to_list(update: Update, context: BotContext) -> None:
 
 async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboardMarkup]:
     identity = await context.identity(update)
-    therapists = await context.services.practice.therapists(identity)
+    therapists = await context.services.clinic.therapists(identity)
     invite_row = [(await text(update, context, "therapists.invite_button"), packer(update, context)(INVITE))]
     if not therapists:
         return await text(update, context, "therapists.empty"), keyboard(invite_row)
@@ -104,7 +104,7 @@ async def _therapist_or_refuse(update: Update, context: BotContext, action: str)
         return None
     identity = await context.identity(update)
     try:
-        return await context.services.practice.therapist(identity, ids[0])
+        return await context.services.clinic.therapist(identity, ids[0])
     except NotAllowed as refused:
         await _refused(update, context, action, refused)
         return None
@@ -176,7 +176,7 @@ async def deactivate(update: Update, context: BotContext) -> None:
         return
     identity = await context.identity(update)
     try:
-        done = await context.services.practice.deactivate_therapist(identity, therapist.person_id)
+        done = await context.services.clinic.deactivate_therapist(identity, therapist.person_id)
     except NotAllowed as refused:
         await _refused(update, context, DEACTIVATE_OK, refused)
         return
@@ -204,7 +204,7 @@ async def choose_target(update: Update, context: BotContext) -> None:
         return
     identity = await context.identity(update)
     try:
-        targets = await context.services.practice.move_targets(identity, therapist.person_id)
+        targets = await context.services.clinic.move_targets(identity, therapist.person_id)
     except NotAllowed as refused:
         await _refused(update, context, MOVE, refused)
         return
@@ -233,7 +233,7 @@ async def move(update: Update, context: BotContext) -> None:
         return
     identity = await context.identity(update)
     try:
-        done = await context.services.practice.move_clients(identity, ids[0], ids[1])
+        done = await context.services.clinic.move_clients(identity, ids[0], ids[1])
     except NotAllowed as refused:
         await _refused(update, context, MOVE_TO, refused)
         return
@@ -257,7 +257,7 @@ async def move(update: Update, context: BotContext) -> None:
 async def show_staff(update: Update, context: BotContext) -> None:
     identity = await context.identity(update)
     try:
-        staff = await context.services.practice.staff(identity)
+        staff = await context.services.clinic.staff(identity)
     except NotAllowed as refused:
         await refuse(update, context, what="/staff", reason=refused.reason)
         return

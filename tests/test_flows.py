@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
-from bot.db.models import ConversationState, PracticeSession, Role
+from bot.db.models import ConversationState, ExerciseRun, Role
 from bot.flows import PAUSED_NAME, Flows
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.sandbox.emulator.records import BotMessage
 from handlers.common import FLOW_BACK
-from handlers.practice import SPEED_KEY, _job_name
+from handlers.exercises.shared import job_name as _job_name
 from tests.fixtures_bot import RunningBot
 from tests.fixtures_emulator import eventually
 from tests.join_support import add_person, client_token, content, join, labels, plain, says, services
@@ -216,7 +216,7 @@ async def test_a_paused_breathing_exercise_stops_its_timer_and_resumes_at_its_st
     bot: RunningBot, emulator: BotApiEmulator
 ):
     client = await enrolled_client(bot, emulator)
-    bot.application.bot_data[SPEED_KEY] = 0.1  # in 0.4 s, out 0.6 s
+    services(bot).settings.practice_time_scale = 0.1  # in 0.4 s, out 0.6 s
     await client.send("/practice")
     await client.press("Slow breathing", await client.next_message())
     await client.press("6", await client.next_message())
@@ -231,12 +231,12 @@ async def test_a_paused_breathing_exercise_stops_its_timer_and_resumes_at_its_st
     assert not bot.application.job_queue.get_jobs_by_name(_job_name(client.chat_id)), "the timer stopped"
     edits = len(breath.edits)
     await bot.restart()  # a paused exercise is not resumed by a restart
-    bot.application.bot_data[SPEED_KEY] = 0.1
+    services(bot).settings.practice_time_scale = 0.1
     assert len(breath.edits) == edits
     async with services(bot).sessions() as session:
-        (row,) = list(await session.scalars(select(PracticeSession)))
+        (row,) = list(await session.scalars(select(ExerciseRun)))
     assert row.ended_at is None and row.run_message_id is None and row.run_step is not None
-    assert await services(bot).practice_log.runs_since(row.started_at) == [], "nothing for a restart to resume"
+    assert await services(bot).exercise_log.runs_since(row.started_at) == [], "nothing for a restart to resume"
 
     await client.press("↩ Back to where I was", help_text)
     again = await client.next_message()
@@ -249,7 +249,7 @@ async def test_a_paused_breathing_exercise_stops_its_timer_and_resumes_at_its_st
 
 async def test_another_flow_ends_an_exercise_under_way_as_stopped_early(bot: RunningBot, emulator: BotApiEmulator):
     client = await enrolled_client(bot, emulator)
-    bot.application.bot_data[SPEED_KEY] = 1.0
+    services(bot).settings.practice_time_scale = 1.0
     await client.send("/practice")
     await client.press("Slow breathing", await client.next_message())
     await client.press("4", await client.next_message())
@@ -258,7 +258,7 @@ async def test_another_flow_ends_an_exercise_under_way_as_stopped_early(bot: Run
     await eventually(lambda: not bot.application.job_queue.get_jobs_by_name(_job_name(client.chat_id)))
     for _ in range(500):  # the flow rule runs after the reply: wait for its write
         async with services(bot).sessions() as session:
-            (row,) = list(await session.scalars(select(PracticeSession)))
+            (row,) = list(await session.scalars(select(ExerciseRun)))
         if row.ended_at is not None:
             break
         await asyncio.sleep(0.01)

@@ -9,11 +9,11 @@ import asyncio
 import pytest
 from sqlalchemy import select, text
 
-from bot.db.models import AuditEvent, PracticeSession, Role
+from bot.db.models import AuditEvent, ExerciseRun, Role
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.sandbox.emulator.records import BotMessage
-from handlers.practice import SPEED_KEY, _job_name
+from handlers.exercises.shared import job_name as _job_name
 from tests.fixtures_bot import RunningBot
 from tests.join_support import add_person, client_token, join, labels, says, services
 
@@ -29,9 +29,9 @@ async def enrolled_client(bot: RunningBot, emulator: BotApiEmulator, telegram_id
     return client
 
 
-async def sessions_of(bot: RunningBot) -> list[PracticeSession]:
+async def sessions_of(bot: RunningBot) -> list[ExerciseRun]:
     async with services(bot).sessions() as session:
-        return list(await session.scalars(select(PracticeSession)))
+        return list(await session.scalars(select(ExerciseRun)))
 
 
 async def choose(client: SimUser, exercise: str) -> BotMessage:
@@ -48,7 +48,7 @@ async def choose(client: SimUser, exercise: str) -> BotMessage:
 
 
 async def start_breathing(bot: RunningBot, client: SimUser, before: int, speed: float) -> BotMessage:
-    bot.application.bot_data[SPEED_KEY] = speed
+    services(bot).settings.practice_time_scale = speed
     question = await choose(client, "Slow breathing")
     await client.press(str(before), question)
     assert says(await client.next_message(), "exercises.breathing.intro")
@@ -97,7 +97,7 @@ async def test_muscle_relaxation_tenses_and_releases_each_group_and_skips_one(
     bot: RunningBot, emulator: BotApiEmulator
 ):
     client = await enrolled_client(bot, emulator)
-    bot.application.bot_data[SPEED_KEY] = 0.2  # tense 1 s, release 2 s
+    services(bot).settings.practice_time_scale = 0.2  # tense 1 s, release 2 s
     question = await choose(client, "Muscle relaxation")
     await client.press("6", question)
     assert says(await client.next_message(), "exercises.pmr.intro", tense=5, release=10)
@@ -108,7 +108,7 @@ async def test_muscle_relaxation_tenses_and_releases_each_group_and_skips_one(
     await client.press("Skip this one", step)  # Hands skipped: straight to the arms
     await client.wait_for_edit(step)
     assert step.content.startswith("2 of 7") and "Arms · tense" in step.content
-    bot.application.bot_data[SPEED_KEY] = 0.002
+    services(bot).settings.practice_time_scale = 0.002
     after = await client.wait_for(lambda m: "And now" in m.content, timeout=15)
     shown = [v.text for v in step.edits] + [step.text]
     assert [t.split("\n")[2].split(" · ")[0] for t in shown[1:-1]] == [
@@ -137,7 +137,7 @@ async def test_safe_place_is_built_in_three_answers_stored_encrypted_and_visited
     assert "What do you hear there?" in (await client.next_message()).content
     await client.send("stop")  # stopped halfway: the first answer is kept
     await stopped(client)
-    assert (await services(bot).practice_log.safe_place(await identity(bot, client)))["see"] == "soft light, the sea"
+    assert (await services(bot).exercise_log.safe_place(await identity(bot, client)))["see"] == "soft light, the sea"
 
     await client.press("4", await choose(client, "Safe place"))  # incomplete: asked again
     await client.next_message(), await client.next_message()
@@ -171,7 +171,7 @@ async def test_safe_place_is_built_in_three_answers_stored_encrypted_and_visited
     await client.press("3", await choose(client, "Safe place"))
     await client.press("Delete it", await client.next_message())
     assert says(await client.next_message(), "exercises.safe_place.deleted")
-    assert await services(bot).practice_log.safe_place(await identity(bot, client)) is None
+    assert await services(bot).exercise_log.safe_place(await identity(bot, client)) is None
 
 
 async def identity(bot: RunningBot, client: SimUser):
@@ -297,14 +297,14 @@ async def test_forged_and_other_clients_rating_buttons_are_refused(bot: RunningB
     assert answer.text.startswith("Sorry")
     # Signed for this client, naming another client's session.
     other = await add_person(bot, 8202, Role.CLIENT)
-    other_id = await services(bot).practice_log.begin(other, "breathing", 6)
+    other_id = await services(bot).exercise_log.begin(other, "breathing", 6)
     answer = await client.wait_for_callback_answer(
         await client.press_data(codec.pack(client.id, "px.after", other_id, 0), after)
     )
     assert answer.text.startswith("Sorry")
 
     async with services(bot).sessions() as session:
-        rows = {r.id: r for r in await session.scalars(select(PracticeSession))}
+        rows = {r.id: r for r in await session.scalars(select(ExerciseRun))}
         denied = (await session.scalars(select(AuditEvent).where(AuditEvent.action == "access.denied"))).all()
     assert rows[row.id].distress_after is None and rows[other_id].distress_after is None
     assert [e.detail["reason"] for e in denied] == ["payload", "payload", "ownership"]
@@ -322,7 +322,7 @@ async def test_only_clients_may_practise(bot: RunningBot, emulator: BotApiEmulat
 
 # -- a restart during a timed exercise -------------------------------------------------------------
 # PTB keeps JobQueue jobs in memory only: the exercise's place is stored with it, and the bot
-# resumes it when it starts consuming updates again (handlers/practice.py, on_consuming).
+# resumes it when it starts consuming updates again (handlers/exercises, on_consuming).
 
 
 async def test_a_restart_in_the_middle_of_breathing_resumes_the_same_message(
@@ -382,7 +382,7 @@ async def test_an_old_exercise_is_not_resumed_and_stop_still_works(
     breath = await start_breathing(bot, client, 7, speed=1.0)  # 4 s per breath in
     await bot.stop()
     async with db_sessions.begin() as session:  # as if the bot had been down for an hour
-        await session.execute(update(PracticeSession).values(run_step_since=utcnow() - timedelta(hours=1)))
+        await session.execute(update(ExerciseRun).values(run_step_since=utcnow() - timedelta(hours=1)))
     await bot.start()
     await asyncio.sleep(0.5)
     assert breath.edits == [] and not job_names(bot, client)
@@ -393,7 +393,7 @@ async def test_an_old_exercise_is_not_resumed_and_stop_still_works(
 
 
 async def test_buttons_of_old_messages_change_nothing(bot: RunningBot, emulator: BotApiEmulator):
-    from handlers.practice import AFTER
+    from handlers.exercises.shared import AFTER
     from tests.join_support import content
 
     stale = content.text("fallback.stale_button", "en")
@@ -441,7 +441,7 @@ async def test_an_instance_that_stops_consuming_drops_its_timers_and_the_next_re
 ):
     """With PostgreSQL, a standby that takes over resumes the exercise; the instance that
     lost the lead must stop editing it (on_consuming False), or two would edit one message."""
-    from handlers.practice import on_consuming
+    from handlers.exercises import on_consuming
 
     client = await enrolled_client(bot, emulator)
     breath = await start_breathing(bot, client, 6, speed=0.1)

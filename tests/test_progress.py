@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import Person, PracticeSession, Role
+from bot.db.models import Person, ExerciseRun, Role
 from bot.db.repositories import PeopleRepository
 from bot.db.types import utcnow
 from bot.sandbox.emulator import BotApiEmulator
@@ -44,7 +44,7 @@ Practice = tuple[datetime, int | None, int | None]  # started at, rating before,
 async def seed(sessions: async_sessionmaker[AsyncSession], client_id: int, practices: Iterable[Practice]) -> None:
     async with sessions.begin() as session:
         session.add_all(
-            PracticeSession(
+            ExerciseRun(
                 client_id=client_id,
                 exercise="breathing",
                 started_at=started,

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 
 from bot.db.delivery_models import OutboxMessage, OutboxState, ReminderSchedule
-from bot.db.models import AuditEvent, Person, PracticeSession, Role
+from bot.db.models import AuditEvent, Person, ExerciseRun, Role
 from bot.db.types import utcnow
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
@@ -243,7 +243,7 @@ async def test_start_now_opens_the_reminders_own_exercise(bot: RunningBot, emula
     await client.press_data(services(bot).callbacks.pack(client.id, "rem.start", row.id), delivered)
     assert says(await client.next_message(), "exercises.rating.before")
     async with services(bot).sessions() as session:
-        [first] = (await session.scalars(select(PracticeSession))).all()
+        [first] = (await session.scalars(select(ExerciseRun))).all()
     assert (first.exercise, first.distress_before, first.stopped_early) == ("grounding", "4", True)
 
 

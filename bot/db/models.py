@@ -312,10 +312,12 @@ Index(
 )
 
 
-class PracticeSession(Base):
-    """One calming exercise of /practice (bot.services.practice_log). The 0-10 distress
+class ExerciseRun(Base):
+    """One calming exercise of /practice (bot.services.exercise_log). The 0-10 distress
     ratings are clinical: encrypted under the client's key (the number as text)."""
 
+    # The table keeps its first name: every encrypted value's associated data binds the
+    # table name (bot.crypto.fields), so renaming the table would make them unreadable.
     __tablename__ = "practice_sessions"
 
     id: Mapped[int] = row_id_column()
@@ -327,13 +329,13 @@ class PracticeSession(Base):
     distress_before: Mapped[str | None] = encrypted(owner="client_id", max_length=2)
     distress_after: Mapped[str | None] = encrypted(owner="client_id", max_length=2)
     # Where a timed exercise is (nothing clinical): the message it edits and the step shown
-    # since ``run_step_since``. A restart resumes the exercise from them (handlers/practice.py).
+    # since ``run_step_since``. A restart resumes the exercise from them (handlers/exercises).
     run_message_id: Mapped[int | None] = mapped_column(BigInteger)
     run_step: Mapped[int | None]
     run_step_since: Mapped[datetime | None] = mapped_column(index=True)
 
     def __repr__(self) -> str:  # no ratings in logs
-        return f"<PracticeSession id={self.id} exercise={self.exercise!r}>"
+        return f"<ExerciseRun id={self.id} exercise={self.exercise!r}>"
 
 
 class SafePlace(Base):

@@ -3,7 +3,7 @@
 A reminder (kind ``reminder``) gets "Start now", "Snooze 15 min" and "Skip today": their
 labels are content (``outbox.buttons.reminder.*``, in the recipient's language) and their
 data is a signed payload (bot.callbacks) naming the outbox row, made for the recipient's
-Telegram id, so only they can press it. handlers/practice.py answers Start now,
+Telegram id, so only they can press it. handlers/exercises answers Start now,
 handlers/reminders.py the other two.
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from bot.delivery.store import Claimed
 
 # The signed actions under a delivered reminder (the id is the outbox row's). Start now is
-# answered by handlers/practice.py, Snooze and Skip by handlers/reminders.py.
+# answered by handlers/exercises, Snooze and Skip by handlers/reminders.py.
 REMINDER_START = "rem.start"
 REMINDER_SNOOZE = "rem.snooze"
 REMINDER_SKIP = "rem.skip"

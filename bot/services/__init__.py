@@ -23,8 +23,8 @@ from bot.services.data_rights import DataRightsService
 from bot.services.enrollment import ClientEnrollmentService
 from bot.services.invites import InviteService
 from bot.services.learning import LearningService
-from bot.services.practice import PracticeService
-from bot.services.practice_log import PracticeLogService
+from bot.services.clinic import ClinicService
+from bot.services.exercise_log import ExerciseLogService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -45,14 +45,14 @@ class Services:
     audit: AuditService
     callbacks: CallbackCodec  # signed button payloads
     invites: InviteService  # one-time invite links (therapists, staff, clients)
-    practice: PracticeService  # therapists and staff joining; /clients, /therapists, /staff
+    clinic: ClinicService  # therapists and staff joining; /clients, /therapists, /staff
     consent: ConsentService  # consent records; has_active_consent() before reminders/summaries
     preferences: PreferencesService  # language and time zone
     enrollment: ClientEnrollmentService  # clients joining or switching therapist
     data_rights: DataRightsService  # /mydata export and /delete erasure
     outbox: OutboxService  # messages the bot sends on its own initiative (bot.delivery)
     schedules: ScheduleService  # recurring reminders, planned into the outbox
-    practice_log: PracticeLogService  # /practice: calming exercises and their ratings
+    exercise_log: ExerciseLogService  # /practice: calming exercises and their ratings
     progress: ProgressService  # /progress: a client's own practice as a chart and one line
     reminders: ReminderService  # a client's own /reminders (owner-checked), snooze / skip
     learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries

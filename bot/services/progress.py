@@ -44,7 +44,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import load_only
 
-from bot.db.models import PracticeSession, Role
+from bot.db.models import ExerciseRun, Role
 from bot.db.types import utcnow
 from bot.services.people import Identity
 
@@ -112,25 +112,25 @@ class ProgressRepository:
 
     async def count_of(self, client_id: int) -> int:
         return await self.session.scalar(
-            select(func.count()).select_from(PracticeSession).where(PracticeSession.client_id == client_id)
+            select(func.count()).select_from(ExerciseRun).where(ExerciseRun.client_id == client_id)
         ) or 0
 
-    async def since(self, client_id: int, start: datetime) -> list[PracticeSession]:
+    async def since(self, client_id: int, start: datetime) -> list[ExerciseRun]:
         """The client's practices started at or after ``start``, only the columns needed. The
         entity is selected (not the columns) so that the ratings are decrypted on load; the
         id and the owner are loaded because the ciphertext is bound to them."""
         rows = await self.session.scalars(
-            select(PracticeSession)
+            select(ExerciseRun)
             .options(
                 load_only(
-                    PracticeSession.id,
-                    PracticeSession.client_id,
-                    PracticeSession.started_at,
-                    PracticeSession.distress_before,
-                    PracticeSession.distress_after,
+                    ExerciseRun.id,
+                    ExerciseRun.client_id,
+                    ExerciseRun.started_at,
+                    ExerciseRun.distress_before,
+                    ExerciseRun.distress_after,
                 )
             )
-            .where(PracticeSession.client_id == client_id, PracticeSession.started_at >= start)
+            .where(ExerciseRun.client_id == client_id, ExerciseRun.started_at >= start)
         )
         return list(rows)
 

@@ -28,10 +28,10 @@ from bot.db.types import utcnow
 from bot.delivery.clock import Clock
 from bot.delivery.outbox import OutboxService
 from bot.delivery.schedules import ScheduleService, weekdays_of
+from bot.exercises import EXERCISES
 
 REMINDER_KEY = "outbox.practice_reminder"  # any exercise
 EXERCISE_KEY = "outbox.practice_reminder_for."  # + the exercise
-EXERCISES = ("breathing", "pmr", "safe_place", "grounding")
 REMINDER_KEYS = (REMINDER_KEY, *(EXERCISE_KEY + name for name in EXERCISES))
 SNOOZE = timedelta(minutes=15)
 SNOOZE_PREFIX = "snooze:"

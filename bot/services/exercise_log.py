@@ -4,7 +4,7 @@ distress ratings before and after (encrypted under the client's key).
 The rating before is stored the moment it is given, so stopping (or a restart) loses
 nothing already answered; ``finish`` adds the rating after, ``stop`` marks the open
 exercises of a client as stopped early. Every method checks that the actor is an enrolled
-client and, for a session id taken from a button, that the session is theirs.
+client and, for a run id taken from a button, that the run is theirs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import Person, PracticeSession, Role, SafePlace
+from bot.db.models import Person, ExerciseRun, Role, SafePlace
 from bot.db.types import utcnow
 from bot.services.people import Identity
 
@@ -34,7 +34,7 @@ class Change:
 class Run:
     """A timed exercise under way: where it is, and whose it is (nothing clinical)."""
 
-    session_id: int
+    run_id: int
     exercise: str
     telegram_id: int
     language: str
@@ -43,45 +43,45 @@ class Run:
     since: datetime
 
 
-class PracticeSessionRepository:
+class ExerciseRunRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, row: PracticeSession) -> PracticeSession:
+    async def add(self, row: ExerciseRun) -> ExerciseRun:
         self.session.add(row)
         await self.session.flush()
         return row
 
-    async def get_of(self, session_id: int, client_id: int) -> PracticeSession | None:
+    async def get_of(self, run_id: int, client_id: int) -> ExerciseRun | None:
         return await self.session.scalar(
-            select(PracticeSession).where(
-                PracticeSession.id == session_id, PracticeSession.client_id == client_id
+            select(ExerciseRun).where(
+                ExerciseRun.id == run_id, ExerciseRun.client_id == client_id
             )
         )
 
     async def runs_since(self, since: datetime) -> list[Run]:
         rows = await self.session.execute(
             select(
-                PracticeSession.id, PracticeSession.exercise, Person.telegram_id, Person.language,
-                PracticeSession.run_message_id, PracticeSession.run_step, PracticeSession.run_step_since,
+                ExerciseRun.id, ExerciseRun.exercise, Person.telegram_id, Person.language,
+                ExerciseRun.run_message_id, ExerciseRun.run_step, ExerciseRun.run_step_since,
             )
-            .join(Person, Person.id == PracticeSession.client_id)
+            .join(Person, Person.id == ExerciseRun.client_id)
             .where(
-                PracticeSession.run_step_since >= since,
-                PracticeSession.ended_at.is_(None),
-                PracticeSession.run_message_id.is_not(None),
+                ExerciseRun.run_step_since >= since,
+                ExerciseRun.ended_at.is_(None),
+                ExerciseRun.run_message_id.is_not(None),
                 Person.role == Role.CLIENT,
                 Person.active.is_(True),
             )
-            .order_by(PracticeSession.run_step_since)
+            .order_by(ExerciseRun.run_step_since)
         )
         return [Run(*row) for row in rows]
 
-    async def open_of(self, client_id: int) -> list[PracticeSession]:
+    async def open_of(self, client_id: int) -> list[ExerciseRun]:
         return list(
             await self.session.scalars(
-                select(PracticeSession).where(
-                    PracticeSession.client_id == client_id, PracticeSession.ended_at.is_(None)
+                select(ExerciseRun).where(
+                    ExerciseRun.client_id == client_id, ExerciseRun.ended_at.is_(None)
                 )
             )
         )
@@ -93,7 +93,7 @@ def _client_id(actor: Identity) -> int:
     return actor.person_id
 
 
-class PracticeLogService:
+class ExerciseLogService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
@@ -103,16 +103,16 @@ class PracticeLogService:
         if before not in RATINGS:
             raise ValueError("a rating is 0-10")
         async with self._sessions.begin() as session:
-            repo = PracticeSessionRepository(session)
+            repo = ExerciseRunRepository(session)
             now = utcnow()
             for row in await repo.open_of(client_id):
                 row.ended_at, row.stopped_early = now, True
             row = await repo.add(
-                PracticeSession(client_id=client_id, exercise=exercise, distress_before=str(before))
+                ExerciseRun(client_id=client_id, exercise=exercise, distress_before=str(before))
             )
             return row.id
 
-    async def finish(self, actor: Identity, session_id: int, after: int) -> Change | None:
+    async def finish(self, actor: Identity, run_id: int, after: int) -> Change | None:
         """The rating after, for the actor's own session; None when it is not theirs. Only an
         exercise under way takes it: one already rated, stopped or replaced by a newer one
         (an old message's button) is left as it is, and ``recorded`` is False."""
@@ -120,7 +120,7 @@ class PracticeLogService:
         if after not in RATINGS:
             raise ValueError("a rating is 0-10")
         async with self._sessions.begin() as session:
-            row = await PracticeSessionRepository(session).get_of(session_id, client_id)
+            row = await ExerciseRunRepository(session).get_of(run_id, client_id)
             if row is None:
                 return None
             if row.distress_after is not None or row.ended_at is not None:
@@ -129,33 +129,33 @@ class PracticeLogService:
             row.ended_at = utcnow()
             return Change(row.exercise, _int(row.distress_before), after)
 
-    async def mark_run(self, actor: Identity, session_id: int, message_id: int, step: int, since: datetime) -> bool:
+    async def mark_run(self, actor: Identity, run_id: int, message_id: int, step: int, since: datetime) -> bool:
         """A timed exercise shows ``step`` in ``message_id`` from ``since`` (for resuming it
         after a restart). False when the session is not the actor's or has ended."""
         client_id = _client_id(actor)
         async with self._sessions.begin() as session:
-            row = await PracticeSessionRepository(session).get_of(session_id, client_id)
+            row = await ExerciseRunRepository(session).get_of(run_id, client_id)
             if row is None or row.ended_at is not None:
                 return False
             row.run_message_id, row.run_step, row.run_step_since = message_id, step, since
             return True
 
-    async def pause_run(self, actor: Identity, session_id: int, step: int) -> bool:
+    async def pause_run(self, actor: Identity, run_id: int, step: int) -> bool:
         """A timed exercise is paused at ``step``: no message shows it any more, so a restart
         does not resume it (``runs_since`` skips it); ``paused_run`` finds it again."""
         client_id = _client_id(actor)
         async with self._sessions.begin() as session:
-            row = await PracticeSessionRepository(session).get_of(session_id, client_id)
+            row = await ExerciseRunRepository(session).get_of(run_id, client_id)
             if row is None or row.ended_at is not None:
                 return False
             row.run_message_id, row.run_step, row.run_step_since = None, step, utcnow()
             return True
 
     async def paused_run(self, actor: Identity) -> tuple[int, str, int] | None:
-        """The actor's paused timed exercise: (session id, exercise, step), or None."""
+        """The actor's paused timed exercise: (run id, exercise, step), or None."""
         client_id = _client_id(actor)
         async with self._sessions() as session:
-            rows = await PracticeSessionRepository(session).open_of(client_id)
+            rows = await ExerciseRunRepository(session).open_of(client_id)
         paused = [r for r in rows if r.run_message_id is None and r.run_step is not None]
         if not paused:
             return None
@@ -166,18 +166,18 @@ class PracticeLogService:
         """The timed exercises under way that showed a step since ``since``: the bot's own
         question at start-up (not an actor's), answered from non-clinical columns only."""
         async with self._sessions() as session:
-            return await PracticeSessionRepository(session).runs_since(since)
+            return await ExerciseRunRepository(session).runs_since(since)
 
-    async def owns(self, actor: Identity, session_id: int) -> bool:
+    async def owns(self, actor: Identity, run_id: int) -> bool:
         client_id = _client_id(actor)
         async with self._sessions() as session:
-            return await PracticeSessionRepository(session).get_of(session_id, client_id) is not None
+            return await ExerciseRunRepository(session).get_of(run_id, client_id) is not None
 
     async def open_ids(self, actor: Identity) -> list[int]:
         """The actor's exercises not ended yet, oldest first."""
         client_id = _client_id(actor)
         async with self._sessions() as session:
-            rows = await PracticeSessionRepository(session).open_of(client_id)
+            rows = await ExerciseRunRepository(session).open_of(client_id)
             return [row.id for row in sorted(rows, key=lambda r: r.started_at)]
 
     async def stop(self, actor: Identity) -> int:
@@ -185,7 +185,7 @@ class PracticeLogService:
         if actor.role is not Role.CLIENT or actor.person_id is None:
             return 0
         async with self._sessions.begin() as session:
-            rows = await PracticeSessionRepository(session).open_of(actor.person_id)
+            rows = await ExerciseRunRepository(session).open_of(actor.person_id)
             now = utcnow()
             for row in rows:
                 row.ended_at, row.stopped_early = now, True

@@ -64,7 +64,7 @@ class ClientSummary:
 
     ``next_appointment`` and ``readiness`` (a colour code such as ``"green"``) are hooks for
     the appointment and check-in features: they stay None until those features fill them
-    in ``PracticeService._enrich`` (no placeholder data is ever shown).
+    in ``ClinicService._enrich`` (no placeholder data is ever shown).
     """
 
     client_id: int
@@ -110,7 +110,7 @@ def _recipient(person: Person) -> Recipient:
     return Recipient(person.id, person.telegram_id, person.language)
 
 
-class PracticeService:
+class ClinicService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],

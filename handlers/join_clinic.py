@@ -7,7 +7,7 @@ These steps are states of the welcome conversation (handlers/start.py), which di
 therapist or staff invite here with :func:`begin`. Between steps only the token's *hash* is
 kept, in memory (``user_data``, never persisted): after a restart the person is asked to
 open the link again. Nothing is stored before the name step, which enrols the person and
-uses the invite up in one transaction (bot.services.practice.PracticeService.join).
+uses the invite up in one transaction (bot.services.clinic.ClinicService.join).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bot.context import BotContext
 from bot.db.models import InviteKind
 from bot.services.invites import InviteView
 from bot.services.names import clean_display_name
-from bot.services.practice import JoinRefused
+from bot.services.clinic import JoinRefused
 from handlers.access import public
 from handlers.common import keyboard, say, settle, text, use_the_buttons
 
@@ -87,7 +87,7 @@ async def receive_name(update: Update, context: BotContext) -> str | int:
     token_hash, kind = pending
     identity = await context.identity(update)
     try:
-        joined = await context.services.practice.join(identity, token_hash, update.message.text or "")
+        joined = await context.services.clinic.join(identity, token_hash, update.message.text or "")
     except ValueError:
         await say(update, context, "practice.name_invalid")
         return NAME

@@ -1,0 +1,41 @@
+"""Stopping an exercise at any moment (the chat version of raising a hand), and the short
+grounding step offered after it."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ConversationHandler
+
+from bot.context import BotContext
+from bot.db.models import Role
+from handlers.access import public, requires
+from handlers.common import keyboard, say, settle, text
+from handlers.exercises.shared import CALM_NO, CALM_YES, end_under_way
+
+
+@public  # a fallback of this conversation only (which only clients enter); /cancel is shared
+async def stop(update: Update, context: BotContext) -> int:
+    """✋ Stop, "stop", ✋, /stop or /cancel: end at once, keep what was answered, offer grounding."""
+    await end_under_way(update, context)
+    if update.callback_query:
+        await settle(update)
+    stopped = await text(update, context, "exercises.stop.stopped")
+    offer = await text(update, context, "exercises.stop.grounding_offer")
+    await context.bot.send_message(
+        update.effective_chat.id,
+        f"{stopped}\n\n{offer}",
+        reply_markup=keyboard(
+            [(await text(update, context, "exercises.buttons.grounding"), CALM_YES)],
+            [(await text(update, context, "exercises.buttons.no_thanks"), CALM_NO)],
+        ),
+    )
+    return ConversationHandler.END
+
+
+@requires(Role.CLIENT)
+async def calm(update: Update, context: BotContext) -> int:
+    await settle(update)
+    if update.callback_query.data == CALM_YES:
+        await say(update, context, "exercises.stop.grounding")
+    await say(update, context, "exercises.stop.grounding_done")
+    return ConversationHandler.END
