@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Literal, Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # A factor on every timing of the paced exercises (breathing, muscle relaxation): 1.0 in
     # production; smaller for demonstrations and tests.
     practice_time_scale: float = Field(default=1.0, gt=0, le=10)
+    # A client who answers yes to the crisis question: alert their therapist at once
+    # ("immediate") or only flag it for the next summary ("summary").
+    risk_alert: Literal["immediate", "summary"] = "immediate"
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ class FlowHooks:
     on_pause: Hook | None = None
     on_resume: Hook | None = None
     keeps_draft: bool = False  # its draft (Flows.draft) ends with it
+    # A short flow inside a pause (a note for the therapist): it leaves the paused flow
+    # paused, and a pause ends it rather than pausing it.
+    interlude: bool = False
 
 
 class Flow(ConversationHandler):
@@ -165,7 +168,8 @@ class Flows:
             for flow, state in self.active(key):
                 if flow is not owner:
                     await self._end(update, context, flow, key, state)
-            await self.end_paused(update, context)
+            if not owner.hooks.interlude:
+                await self.end_paused(update, context)
             return
         command = self.command_of(update)
         if command is not None and command in self.commands and command not in INTERJECTIONS:
@@ -203,6 +207,9 @@ class Flows:
         flow, state = active[0]
         for other, other_state in active[1:]:  # more than one: the first in order wins
             await self._end(update, context, other, key, other_state)
+        if flow.hooks.interlude:  # a note inside a pause: it ends, what was paused stays so
+            await self._end(update, context, flow, key, state)
+            return None
         await self.end_paused(update, context)
         if flow.hooks.on_pause is not None:
             await flow.hooks.on_pause(update, context, state)

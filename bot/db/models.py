@@ -358,3 +358,29 @@ class SafePlace(Base):
 
 
 from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outbox, schedules: their tables join the metadata)
+
+
+class SafetyFlagKind(enum.StrEnum):
+    MEMORY_WORK = "memory_work"  # the client wants to work on a memory: for the session
+    RISK = "risk"  # the client answered yes to the crisis question
+
+
+class SafetyFlag(Base):
+    """Something the safety layer (handlers/safety.py) keeps for the client's therapist: a
+    wish to work on a memory (never the memory itself), or a crisis answered yes. The
+    client's own short note, if they added one, is encrypted under their key. Open until a
+    summary includes it (``included_in_summary_at``); ``alerted_at``: the therapist was
+    alerted at once."""
+
+    __tablename__ = "safety_flags"
+
+    id: Mapped[int] = row_id_column()
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = encrypted(owner="client_id", max_length=1000)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    alerted_at: Mapped[datetime | None]
+    included_in_summary_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<SafetyFlag id={self.id} client_id={self.client_id} kind={self.kind}>"

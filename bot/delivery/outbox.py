@@ -102,28 +102,46 @@ class OutboxService:
                     check_active=False,
                 )
                 return ids[0] if ids else None
-            if await session.scalar(
-                select(_outbox.c.id).where(_outbox.c.idempotency_key == idempotency_key)
-            ):
-                return None
-            row = OutboxMessage(
-                idempotency_key=idempotency_key,
-                kind=kind,
-                recipient_id=recipient_id,
-                subject_id=subject_id,
-                body=text,
-                state=OutboxState.PENDING,
-                due_at=due_at,
-                expires_at=expires_at,
-                attempts=0,
+            return await self.add_text(
+                session, recipient_id, kind=kind, idempotency_key=idempotency_key, text=text,
+                due_at=due_at, expires_at=expires_at, subject_id=subject_id,
             )
-            try:
-                async with session.begin_nested():  # a concurrent enqueue of the same key
-                    session.add(row)
-                    await session.flush()
-            except IntegrityError:
-                return None
-            return row.id
+
+    async def add_text(
+        self,
+        session: AsyncSession,
+        recipient_id: int,
+        *,
+        kind: OutboxKind,
+        idempotency_key: str,
+        text: str,
+        due_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        subject_id: int | None = None,
+    ) -> int | None:
+        """Queue a text (stored encrypted under the recipient's key) in the caller's
+        transaction, so that it is queued if and only if the change that causes it commits.
+        None when the key was queued before."""
+        if await session.scalar(select(_outbox.c.id).where(_outbox.c.idempotency_key == idempotency_key)):
+            return None
+        row = OutboxMessage(
+            idempotency_key=idempotency_key,
+            kind=kind,
+            recipient_id=recipient_id,
+            subject_id=subject_id,
+            body=text,
+            state=OutboxState.PENDING,
+            due_at=due_at or self._clock(),
+            expires_at=expires_at,
+            attempts=0,
+        )
+        try:
+            async with session.begin_nested():  # a concurrent enqueue of the same key
+                session.add(row)
+                await session.flush()
+        except IntegrityError:
+            return None
+        return row.id
 
     async def enqueue_many(self, messages: Iterable[PlainMessage]) -> int:
         """Queue many plain messages (a broadcast); the number actually queued (duplicates

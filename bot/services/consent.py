@@ -169,7 +169,7 @@ class ConsentService:
         async with self._sessions.begin() as session:
             consents = ConsentRepository(session)
             latest = await consents.latest(actor.person_id)
-            therapist = await _therapist_of(session, actor.person_id)
+            therapist = await therapist_of(session, actor.person_id)
             was_granted = latest is not None and latest.choice is ConsentChoice.GRANTED
             if latest is not None and latest.choice is choice and (
                 choice is ConsentChoice.WITHDRAWN or latest.consent_version == self.current_version
@@ -186,7 +186,7 @@ class ConsentService:
             return ConsentChange(ConsentStatus.of(record), True, therapist, was_granted)
 
 
-async def _therapist_of(session: AsyncSession, client_id: int) -> Recipient | None:
+async def therapist_of(session: AsyncSession, client_id: int) -> Recipient | None:
     """The client's current therapist, with the client's pseudonym for notices."""
     link = await LinkRepository(session).active_for_client(client_id)
     if link is None:
