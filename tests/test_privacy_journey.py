@@ -33,8 +33,10 @@ RENAMED = "Qzx Renamedmarker"
 FREE_TEXT = "Qzx freetextmarker I feel unsafe tonight"
 SUMMARY = "Qzx Summarymarker: stress 7 of 10"  # a clinical message the bot sends on its own
 SAFE_PLACE = ["Qzx Seemarker", "Qzx Hearmarker", "Qzx Feelmarker"]  # /practice: the safe place
+BOUNDARY = "Qzx Narrativemarker can you guide me through rescripting the memory of my father?"
+NOTE = "Qzx Notemarker it comes up at night"  # the client's own note with a flag for the therapist
 MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker",
-           "Seemarker", "Hearmarker", "Feelmarker"]
+           "Seemarker", "Hearmarker", "Feelmarker", "Narrativemarker", "Notemarker"]
 
 
 def encrypted_columns() -> list[tuple[str, str]]:
@@ -117,6 +119,17 @@ async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
     await client.next_message()
     await client.press("4", await client.next_message())
     await client.next_message()
+
+    # The safety layer: a boundary message is kept nowhere; the note with the flag, encrypted.
+    await client.send(BOUNDARY)
+    explain = await client.next_message()
+    assert explain.content.startswith("Let's pause here")
+    await client.press("Let my therapist know", explain)
+    flagged = await client.next_message()
+    await client.press("Add a short note", flagged)
+    await client.next_message()
+    await client.send(NOTE)
+    assert (await client.next_message()).content.startswith("Thank you: your note is saved")
 
     await client.send("/mydata")
     export = await client.wait_for(lambda m: m.document is not None)
