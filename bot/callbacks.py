@@ -42,6 +42,9 @@ def _derive(key: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"imrs-callback-mac/1").derive(key)
 
 
+_SIGNED_ACTIONS: dict[str, str] = {}  # pattern source -> action, filled by CallbackCodec.pattern
+
+
 class CallbackCodec:
     def __init__(self, keyring: Keyring) -> None:
         self._signing = _derive(keyring.active_key)
@@ -74,8 +77,16 @@ class CallbackCodec:
 
     @staticmethod
     def pattern(action: str) -> re.Pattern[str]:
-        """For ``CallbackQueryHandler(pattern=...)``: payloads of this action (unverified)."""
-        return re.compile(rf"^{re.escape(action)}(?:\|[^|]*)*\|[A-Za-z0-9_-]{{{MAC_CHARS}}}$")
+        """For ``CallbackQueryHandler(pattern=...)``: payloads of this action (unverified).
+        Every such action is recorded (``signed_action``), so tests can press each one."""
+        compiled = re.compile(rf"^{re.escape(action)}(?:\|[^|]*)*\|[A-Za-z0-9_-]{{{MAC_CHARS}}}$")
+        _SIGNED_ACTIONS[compiled.pattern] = action
+        return compiled
+
+    @staticmethod
+    def signed_action(pattern: re.Pattern[str] | str) -> str | None:
+        """The action whose signed payloads ``pattern`` matches (made by ``pattern``), if any."""
+        return _SIGNED_ACTIONS.get(getattr(pattern, "pattern", pattern))
 
     @staticmethod
     def _mac(key: bytes, user_id: int, body: str) -> str:

@@ -595,39 +595,53 @@ def test_practice_button_labels_are_short_texts(lang: str):
 # -- the button half of the access matrix -----------------------------------------------------
 
 
-def reachable_buttons(application) -> dict[str, tuple[frozenset[Role], str]]:
-    """Restricted button handlers a press can reach at any time (top level, or a
-    conversation's entry points), by action: (allowed roles, a payload pattern kind)."""
+def reachable_buttons(application) -> dict[str, tuple[frozenset[Role], str | None]]:
+    """Every restricted button handler a press can reach at any time (top level, or a
+    conversation's entry points), from the registered handlers: pattern -> (allowed roles,
+    the signed action it answers, or None). A handler whose pattern is not a regular
+    expression fails here: no restricted button may escape the matrix."""
     from telegram.ext import CallbackQueryHandler, ConversationHandler
 
+    from bot.callbacks import CallbackCodec
     from handlers.access import allowed_roles
 
-    found: dict[str, tuple[frozenset[Role], str]] = {}
+    found: dict[str, tuple[frozenset[Role], str | None]] = {}
 
     def visit(handlers) -> None:
         for handler in handlers:
             if isinstance(handler, ConversationHandler):
                 visit(handler.entry_points)
-            elif isinstance(handler, CallbackQueryHandler) and handler.pattern is not None:
+            elif isinstance(handler, CallbackQueryHandler):
                 roles = allowed_roles(handler.callback)
-                source = getattr(handler.pattern, "pattern", str(handler.pattern))
-                signed = re.fullmatch(r"\^((?:[a-z0-9_]|\\\.)+)\(\?:.*", source)
-                literal = re.fullmatch(r"\^([A-Za-z0-9_:.-]+)\$", source)
-                if roles and signed:
-                    found[signed.group(1).replace("\\.", ".")] = (roles, "signed")
-                elif roles and literal:
-                    found[literal.group(1)] = (roles, "literal")
+                if not roles:
+                    continue  # public
+                assert isinstance(handler.pattern, re.Pattern) or isinstance(handler.pattern, str), handler
+                source = getattr(handler.pattern, "pattern", handler.pattern)
+                found[source] = (roles, CallbackCodec.signed_action(source))
 
     for group in sorted(application.handlers):
         visit(application.handlers[group])
     return found
 
 
+def press_data_for(pattern: str, signed: str | None, codec, user_id: int) -> str:
+    """A payload the handler's pattern takes: validly signed for the presser where the
+    action is signed, otherwise the simplest string the pattern matches."""
+    from hypothesis import find
+    from hypothesis import strategies as st
+
+    if signed is not None:
+        return codec.pack(user_id, signed, 1, 2)
+    return find(st.from_regex(re.compile(pattern), fullmatch=True), lambda s: len(s.encode()) <= 64)
+
+
 async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBot, emulator: BotApiEmulator):
     """Generated from the registered handlers, like test_access's command matrix: every
     restricted button, validly signed for the presser, pressed by every role that may not."""
     buttons = reachable_buttons(bot.application)
-    assert {"cl.open", "cl.unlink_ok", "th.deact_ok", "th.move_to", "st.invite"} <= set(buttons)
+    signed = {action for _, action in buttons.values() if action}
+    assert {"cl.open", "cl.unlink_ok", "th.deact_ok", "th.move_to", "st.invite"} <= signed
+    assert any(action is None for _, action in buttons.values()), "unsigned patterns are pressed too"
     people: dict[Role | None, SimUser] = {}
     for n, role in enumerate([None, *Role]):
         telegram_id = ADMIN_ID if role is Role.ADMIN else 9000 + n
@@ -641,13 +655,13 @@ async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBo
         await user.next_message()
     codec = services(bot).callbacks
     attempts = 0
-    for action, (allowed, kind) in sorted(buttons.items()):
+    for pattern, (allowed, action) in sorted(buttons.items()):
         for role, user in people.items():
             if role in allowed:
                 continue
-            data = codec.pack(user.id, action, 1, 2) if kind == "signed" else action
+            data = press_data_for(pattern, action, codec, user.id)
             query = await user.press_data(data)
             answer = await user.wait_for_callback_answer(query)
-            assert (answer.text or "").startswith("Sorry, that is not available to you."), (action, role)
+            assert (answer.text or "").startswith("Sorry, that is not available to you."), (pattern, data, role)
             attempts += 1
     assert len(await denied(bot, "role")) == attempts > 0
