@@ -6,7 +6,7 @@ A phrase is words in order, as a client would type them; a few signs widen it:
     word*       any word that starts with it: ``kill*`` is kill, kills, killing, killed
     (a|b c)     one of the alternatives; an alternative may be several words
     [a|b]       optional: one of the alternatives, or nothing
-    ...         up to four other words in between (never across the end of a sentence)
+    ...         up to five other words in between (never across the end of a sentence)
     {name}      one of the phrases listed under ``words: name:`` in the same file
     #           a number (``when i was #``)
     ^  $        the start, the end of a sentence
@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-GAP_WORDS = 4
+GAP_WORDS = 5
 _TOKEN = re.compile(r"\s*(\.\.\.|\(|\)|\[|\]|\||\{[a-z0-9_]+\}|\^|\$|#|[^\s()\[\]|{}]+)")
 _WORD = "[a-z0-9]+"
 
