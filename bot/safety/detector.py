@@ -12,7 +12,6 @@ language is tried first and which language a ``none`` is reported in.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,16 +44,10 @@ class SafetyDetector:
         self.rule_sets = rule_sets
         self.languages = tuple(rule_sets)
         self.default_language = default_language if default_language in rule_sets else self.languages[0]
-        # Per language and route: one regex of all the route's patterns, to skip the rules
-        # quickly when none can match (most messages).
-        self._any: dict[tuple[str, str], re.Pattern[str] | None] = {}
-        self._rules: dict[tuple[str, str], list[Rule]] = {}
-        for language, rule_set in rule_sets.items():
-            for route in ROUTES:
-                rules = rule_set.by_route(route)
-                self._rules[language, route] = rules
-                alternatives = [p.pattern for r in rules for p in r.patterns]
-                self._any[language, route] = re.compile("|".join(alternatives)) if alternatives else None
+        self._rules: dict[tuple[str, str], list[Rule]] = {
+            (language, route): rule_set.by_route(route)
+            for language, rule_set in rule_sets.items() for route in ROUTES
+        }
 
     @classmethod
     def from_content(cls, content_root: Path = CONTENT_DIR, default_language: str = "en") -> SafetyDetector:
@@ -84,19 +77,16 @@ class SafetyDetector:
         if not any(t != "|" for t in base):
             return Verdict(NONE, None, hint if hint in self.rule_sets else self.default_language)
         order = self._order(hint)
-        normalised: dict[str, str] = {}
+        prepared: dict[str, tuple[str, set[str]]] = {}
+        for lang in order:
+            rule_set = self.rule_sets[lang]
+            text_l = rule_set.normaliser.text(base)
+            prepared[lang] = (text_l, rule_set.keys(text_l))
         for route in ROUTES:
             for lang in order:
-                quick = self._any[lang, route]
-                if quick is None:
-                    continue
-                text_l = normalised.get(lang)
-                if text_l is None:
-                    text_l = normalised[lang] = self.rule_sets[lang].normaliser.text(base)
-                if not quick.search(text_l):
-                    continue
+                text_l, keys = prepared[lang]
                 for rule in self._rules[lang, route]:
-                    if rule.matches(text_l):
+                    if rule.matches(text_l, keys):
                         return Verdict(route, rule.id, lang)
         return Verdict(NONE, None, self.guess_language(base, hint))
 

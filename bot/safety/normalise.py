@@ -19,7 +19,8 @@ words; rapidfuzz's optimal-string-alignment distance, which counts a swap of two
 one edit), and ``variants:`` (``kms`` → ``kill myself``, ``wanna`` → ``want to``) are replaced.
 
 The result is one string: tokens joined by single spaces, starting and ending with the
-sentence mark ``|`` and a trailing space (``"| i want to die | "``), which the compiled
+sentence mark ``|``, with a space before and after every token (``" | i want to die | "``),
+which the compiled
 patterns in :mod:`bot.safety.phrases` expect.
 """
 
@@ -40,40 +41,42 @@ _SENTENCE_END = re.compile(r"[.!?;\n\r]+")
 _NOT_WORD = re.compile(r"[^a-z0-9|]+")
 _REPEATS = re.compile(r"([a-z])\1+")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b"})
-_HAS_LETTER = re.compile(r"[a-z]")
-_HAS_DIGIT = re.compile(r"[0-9]")
+_MIXED = re.compile(r"\b(?=[a-z]*[0-9])(?=[0-9]*[a-z])[a-z0-9]+\b")  # letters and digits in one word
+_BOUNDARIES = re.compile(r"(?:\s*\|)+\s*")
+# Combining marks (accents) after NFKD; the unicodedata test below is the fallback for others.
+_COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 def fold(text: str) -> str:
     """Case folded, accents and other combining marks removed, compatibility forms resolved."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    if text.isascii():
+        return text.lower()
+    decomposed = _COMBINING.sub("", unicodedata.normalize("NFKD", text))
+    if not decomposed.isascii():
+        decomposed = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return decomposed.casefold()
 
 
-@lru_cache(maxsize=65536)
 def normalise_token(token: str) -> str:
     """One word: digits inside a word read as letters, repeated letters once."""
-    if _HAS_DIGIT.search(token) and _HAS_LETTER.search(token):
-        token = token.translate(_LEET)
-    return _REPEATS.sub(r"\1", token)
+    tokens = base_tokens(token)
+    return tokens[0] if tokens else ""
 
 
 def base_tokens(text: str) -> list[str]:
-    """The tokens every language shares (steps 1-4), sentence marks included, not at the ends."""
+    """The tokens every language shares (steps 1-4), with sentence marks between sentences."""
     text = _APOSTROPHES.sub("", fold(text))
     text = _ELLIPSIS.sub(" ", text)
     text = _SENTENCE_END.sub(" | ", text)
-    tokens = _NOT_WORD.sub(" ", text).split()
-    out: list[str] = []
-    for token in tokens:
-        if token == BOUNDARY:
-            if out and out[-1] != BOUNDARY:
-                out.append(BOUNDARY)
-            continue
-        out.extend(t for t in (normalise_token(part) for part in token.split(BOUNDARY)) if t)
-    while out and out[-1] == BOUNDARY:
-        out.pop()
-    return out
+    text = _MIXED.sub(lambda m: m.group(0).translate(_LEET), text)
+    text = _REPEATS.sub(r"\1", text)
+    text = _BOUNDARIES.sub(" | ", _NOT_WORD.sub(" ", text))
+    tokens = text.split()
+    while tokens and tokens[0] == BOUNDARY:
+        tokens.pop(0)
+    while tokens and tokens[-1] == BOUNDARY:
+        tokens.pop()
+    return tokens
 
 
 class LanguageNormaliser:
@@ -104,8 +107,8 @@ class LanguageNormaliser:
         return [self._correct(t) for t in base]
 
     def text(self, base: list[str]) -> str:
-        """The matchable form: ``"| tok tok | tok | "``."""
-        joined = " ".join(["|", *self.tokens(base), "|"]) + " "
+        """The matchable form: ``" | tok tok | tok | "``."""
+        joined = " | " + " ".join(self.tokens(base)) + " | "
         if self._variant_re is not None:
             joined = self._variant_re.sub(lambda m: self.variants[m.group(0)], joined)
         return joined
@@ -116,7 +119,7 @@ class LanguageNormaliser:
     def phrase_words(self, words: str) -> list[str]:
         """The literal words of a rule, as tokens: the same steps as a message, except the
         spelling correction (a rule's words are spelled as meant)."""
-        joined = " ".join(["|", *base_tokens(words), "|"]) + " "
+        joined = " | " + " ".join(base_tokens(words)) + " | "
         if self._variant_re is not None:
             joined = self._variant_re.sub(lambda m: self.variants[m.group(0)], joined)
         return [t for t in joined.split() if t != BOUNDARY]

@@ -11,8 +11,13 @@ A phrase is words in order, as a client would type them; a few signs widen it:
     #           a number (``when i was #``)
     ^  $        the start, the end of a sentence
 
-The normalised text looks like ``"| i want to die | "``: every token followed by one space.
-Each element of a phrase compiles to a regex that consumes its tokens with their spaces.
+The normalised text looks like ``" | i want to die | "``: a space before and after every
+token. A compiled phrase starts with that space, and each element consumes its tokens with
+the space after them.
+
+Each phrase also gets an *anchor*: words of which a message must contain at least one for the
+phrase to be able to match (``"stem*"`` for a word*), or None when no such words exist. The
+detector tries only the phrases whose anchor a message has, which keeps it fast.
 """
 
 from __future__ import annotations
@@ -30,15 +35,26 @@ class PhraseError(ValueError):
     """A phrase that does not follow the syntax; the message says where."""
 
 
+Anchor = frozenset[str] | None
+
+
 @dataclass
 class Compiled:
     regex: str
     words: set[str] = field(default_factory=set)  # the literal words, for the spelling step
+    anchor: Anchor = None
+
+
+def _best(anchors: list[frozenset[str]]) -> Anchor:
+    """The most selective anchor: fewest words, then the longest shortest word."""
+    if not anchors:
+        return None
+    return min(anchors, key=lambda a: (len(a), -min(len(w) for w in a)))
 
 
 class _Parser:
     def __init__(self, phrase: str, normalise_words: Callable[[str], list[str]],
-                 lists: Mapping[str, list[str]] | None, in_list: bool):
+                 lists: Mapping[str, tuple[str, Anchor]] | None, in_list: bool):
         self.phrase = phrase
         self.normalise_words = normalise_words
         self.lists = lists or {}
@@ -63,21 +79,23 @@ class _Parser:
     def peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
-    def parse(self) -> str:
-        regex, has_word = self.sequence(top=True)
+    def parse(self) -> tuple[str, Anchor]:
+        regex, has_word, anchor = self.sequence(top=True)
         if self.peek() is not None:
             raise PhraseError(f"unexpected {self.peek()!r} (a ')' or ']' without its partner?)")
         if not has_word:
             raise PhraseError("a phrase needs at least one word")
-        return regex
+        return regex, anchor
 
-    def alternatives(self, closing: str) -> tuple[str, bool]:
+    def alternatives(self, closing: str) -> tuple[str, bool, Anchor]:
         options, all_have_words = [], True
+        anchors: list[Anchor] = []
         while True:
-            regex, has_word = self.sequence(top=False)
+            regex, has_word, anchor = self.sequence(top=False)
             if not regex:
                 raise PhraseError("an empty alternative (two | in a row, or '()')")
             options.append(regex)
+            anchors.append(anchor)
             all_have_words &= has_word
             token = self.peek()
             if token == "|":
@@ -86,11 +104,15 @@ class _Parser:
             if token != closing:
                 raise PhraseError(f"{'(' if closing == ')' else '['} without its closing {closing}")
             self.pos += 1
-            return "(?:" + "|".join(options) + ")", all_have_words
+            union: Anchor = None
+            if all(a is not None for a in anchors):
+                union = frozenset().union(*anchors)  # type: ignore[arg-type]
+            return "(?:" + "|".join(options) + ")", all_have_words, union
 
-    def sequence(self, top: bool) -> tuple[str, bool]:
+    def sequence(self, top: bool) -> tuple[str, bool, Anchor]:
         parts: list[str] = []
         literal: list[str] = []
+        anchors: list[frozenset[str]] = []
         has_word = False
 
         def flush() -> None:
@@ -98,6 +120,7 @@ class _Parser:
                 for word in self.normalise_words(" ".join(literal)):
                     parts.append(re.escape(word) + " ")
                     self.words.add(word)
+                    anchors.append(frozenset({word}))
                 literal.clear()
 
         while (token := self.peek()) is not None:
@@ -108,12 +131,14 @@ class _Parser:
             self.pos += 1
             if token == "(":
                 flush()
-                regex, words = self.alternatives(")")
+                regex, words, anchor = self.alternatives(")")
                 parts.append(regex)
                 has_word |= words
+                if anchor is not None:
+                    anchors.append(anchor)
             elif token == "[":
                 flush()
-                regex, _ = self.alternatives("]")
+                regex, _, _ = self.alternatives("]")
                 parts.append(regex + "?")
             elif token == "...":
                 flush()
@@ -132,7 +157,10 @@ class _Parser:
                     raise PhraseError(f"{token}: a word list cannot use another list")
                 if name not in self.lists:
                     raise PhraseError(f"{token}: no such list under 'words:'")
-                parts.append(self.lists[name])
+                regex, anchor = self.lists[name]
+                parts.append(regex)
+                if anchor is not None:
+                    anchors.append(anchor)
                 has_word = True
             elif token.endswith("*"):
                 flush()
@@ -141,6 +169,7 @@ class _Parser:
                     raise PhraseError(f"{token!r}: a word* needs a word of at least 3 letters before the *")
                 parts.append(re.escape(stem[0]) + f"{_WORD[:-1]}* ")
                 self.words.add(stem[0])
+                anchors.append(frozenset({stem[0] + "*"}))
                 has_word = True
             elif "*" in token or not re.search(r"\w", token):
                 raise PhraseError(f"{token!r} is not a word (only letters and digits, or word*)")
@@ -148,16 +177,16 @@ class _Parser:
                 literal.append(token)
                 has_word = True
         flush()
-        return "".join(parts), has_word
+        return "".join(parts), has_word, _best(anchors)
 
 
 def compile_phrase(phrase: str, normalise_words: Callable[[str], list[str]],
-                   lists: Mapping[str, str] | None = None, *, in_list: bool = False) -> Compiled:
+                   lists: Mapping[str, tuple[str, Anchor]] | None = None, *, in_list: bool = False) -> Compiled:
     """The regex (a string, not yet compiled) for one phrase, and its literal words.
 
     ``normalise_words`` turns literal words into normalised tokens (the same steps as
-    messages); ``lists`` maps a word list's name to its compiled alternative.
+    messages); ``lists`` maps a word list's name to its compiled alternative and anchor.
     """
     parser = _Parser(phrase, normalise_words, lists, in_list)
-    regex = parser.parse()
-    return Compiled(regex if in_list else r"(?<!\S)" + regex, parser.words)
+    regex, anchor = parser.parse()
+    return Compiled(regex if in_list else " " + regex, parser.words, anchor)

@@ -18,7 +18,7 @@ import yaml
 
 from bot.content import ContentError
 from bot.safety.normalise import BOUNDARY, LanguageNormaliser, base_tokens
-from bot.safety.phrases import PhraseError, compile_phrase
+from bot.safety.phrases import Anchor, PhraseError, compile_phrase
 
 RULE_FILE_GLOB = "safety_rules.*.yaml"
 ROUTES = ("risk", "boundary")  # in order of precedence: risk wins
@@ -38,19 +38,23 @@ class Rule:
     route: str
     description: str
     language: str
-    patterns: tuple[re.Pattern[str], ...]
+    patterns: tuple[tuple[re.Pattern[str], Anchor], ...]  # (regex, words one of which it needs)
     unless: tuple[re.Pattern[str], ...]
     match_examples: tuple[str, ...]
     must_not_match: tuple[str, ...]
     file: Path
     line: int
 
-    def matches(self, text: str) -> bool:
-        """Does this rule match the normalised ``text`` (``"| ... | "``)?
+    def matches(self, text: str, keys: frozenset[str] | set[str] | None = None) -> bool:
+        """Does this rule match the normalised ``text`` (``" | ... | "``)?
 
-        A pattern's match is set aside when one of ``unless`` matches the same sentence.
+        ``keys`` (the message's words and matched ``stem*``, from the detector) lets patterns
+        whose anchor words are absent be skipped. A pattern's match is set aside when one of
+        ``unless`` matches the same sentence.
         """
-        for pattern in self.patterns:
+        for pattern, anchor in self.patterns:
+            if keys is not None and anchor is not None and anchor.isdisjoint(keys):
+                continue
             pos = 0
             while (m := pattern.search(text, pos)) is not None:
                 if not self.unless or not self._excused(text, m.start(), m.end()):
@@ -59,9 +63,9 @@ class Rule:
         return False
 
     def _excused(self, text: str, start: int, end: int) -> bool:
-        first = text.rfind(BOUNDARY, 0, start + 1)
-        last = text.find(BOUNDARY, max(start + 1, end - 2))
-        sentence = text[max(first, 0): (last + 2) if last >= 0 else len(text)]
+        first = text.rfind(BOUNDARY, 0, start + 2)
+        last = text.find(BOUNDARY, max(start + 2, end - 2))
+        sentence = text[max(first - 1, 0): (last + 2) if last >= 0 else len(text)]
         return any(u.search(sentence) for u in self.unless)
 
 
@@ -74,6 +78,17 @@ class RuleSet:
     normaliser: LanguageNormaliser
     stopwords: frozenset[str]
     rules: list[Rule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        stems = {w[:-1] for r in self.rules for _, a in r.patterns if a for w in a if w.endswith("*")}
+        self._stems = frozenset(stems)
+        self._stem_lengths = sorted({len(s) for s in stems})
+
+    def keys(self, text: str) -> set[str]:
+        """The message's words, and ``stem*`` for every rule stem one of them starts with."""
+        words = set(text.split())
+        found = {w[:n] + "*" for w in words for n in self._stem_lengths if w[:n] in self._stems}
+        return words | found
 
     def by_route(self, route: str) -> list[Rule]:
         return [r for r in self.rules if r.route == route]
@@ -151,21 +166,23 @@ def load_rule_file(path: Path, language: str) -> RuleSet:
     words_section = data.get("words") or {}
     if not isinstance(words_section, dict):
         fail("words must map a list name to a list of phrases")
-    lists: dict[str, str] = {}
+    lists: dict[str, tuple[str, Anchor]] = {}
     known: set[str] = set()
     for name, phrases in words_section.items():
         if not isinstance(name, str) or not _LIST_NAME.fullmatch(name):
             fail(f"words: {name!r} is not a list name (lower-case letters, digits, _)")
         phrases = _string_list(phrases, f"words: {name}", fail)
-        options = []
+        options, anchors = [], []
         for phrase in phrases:
             try:
                 compiled = compile_phrase(phrase, plain.phrase_words, in_list=True)
             except PhraseError as exc:
                 fail(f"words: {name}: {phrase!r}: {exc}")
             options.append(compiled.regex)
+            anchors.append(compiled.anchor)
             known |= compiled.words
-        lists[name] = "(?:" + "|".join(options) + ")"
+        anchor = frozenset().union(*anchors) if all(a is not None for a in anchors) else None
+        lists[name] = ("(?:" + "|".join(options) + ")", anchor)
 
     rules_data = data.get("rules")
     if not isinstance(rules_data, list) or not rules_data:
@@ -203,12 +220,12 @@ def load_rule_file(path: Path, language: str) -> RuleSet:
 
     compiled_rules = []
     for item, patterns, unless in pending:
-        regexes: dict[str, list[re.Pattern[str]]] = {"patterns": [], "unless": []}
+        regexes: dict[str, list[tuple[re.Pattern[str], Anchor]]] = {"patterns": [], "unless": []}
         for kind, phrases in (("patterns", patterns), ("unless", unless)):
             for phrase in phrases:
                 try:
                     compiled = compile_phrase(phrase, plain.phrase_words, lists)
-                    regexes[kind].append(re.compile(compiled.regex))
+                    regexes[kind].append((re.compile(compiled.regex), compiled.anchor))
                 except PhraseError as exc:
                     fail(f"{kind}: {phrase!r}: {exc}", item["id"])
                 except re.error as exc:  # a bug in the compiler rather than in the rule
@@ -216,7 +233,7 @@ def load_rule_file(path: Path, language: str) -> RuleSet:
                 known |= compiled.words
         compiled_rules.append(Rule(
             id=item["id"], route=item["route"], description=item["description"].strip(), language=language,
-            patterns=tuple(regexes["patterns"]), unless=tuple(regexes["unless"]),
+            patterns=tuple(regexes["patterns"]), unless=tuple(p for p, _ in regexes["unless"]),
             match_examples=tuple(item["examples"]["match"]),
             must_not_match=tuple(item["examples"].get("must_not_match") or ()),
             file=path, line=_line_of(lines, item["id"]),
