@@ -61,7 +61,7 @@ class SafetyDetector:
 
     def guess_language(self, tokens: list[str], hint: str | None = None) -> str:
         """The language whose stopwords the message uses most; ties go to the hint, else the default."""
-        counts = {lang: sum(t in rs.stopwords for t in tokens) for lang, rs in self.rule_sets.items()}
+        counts = {lang: sum(map(rs.stopwords.__contains__, tokens)) for lang, rs in self.rule_sets.items()}
         best = max(counts.values(), default=0)
         leaders = [lang for lang, n in counts.items() if n == best]
         if hint in leaders:
@@ -77,16 +77,14 @@ class SafetyDetector:
         if not any(t != "|" for t in base):
             return Verdict(NONE, None, hint if hint in self.rule_sets else self.default_language)
         order = self._order(hint)
-        prepared: dict[str, tuple[str, set[str]]] = {}
+        prepared = {}
         for lang in order:
             rule_set = self.rule_sets[lang]
-            text_l = rule_set.normaliser.text(base)
-            prepared[lang] = (text_l, rule_set.keys(text_l))
+            prepared[lang] = rule_set.prepare(rule_set.normaliser.text(base))
         for route in ROUTES:
             for lang in order:
-                text_l, keys = prepared[lang]
                 for rule in self._rules[lang, route]:
-                    if rule.matches(text_l, keys):
+                    if rule.matches_prepared(prepared[lang]):
                         return Verdict(route, rule.id, lang)
         return Verdict(NONE, None, self.guess_language(base, hint))
 

@@ -35,16 +35,35 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 BOUNDARY = "|"
-_APOSTROPHES = re.compile(r"['’‘`´ʼ]")
 _ELLIPSIS = re.compile(r"\.{2,}|…")
-_SENTENCE_END = re.compile(r"[.!?;\n\r]+")
-_NOT_WORD = re.compile(r"[^a-z0-9|]+")
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 _REPEATS = re.compile(r"([a-z])\1+")
+_DIGIT = re.compile(r"[0-9]")
+_LETTER = re.compile(r"[a-z]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b"})
-_MIXED = re.compile(r"\b(?=[a-z]*[0-9])(?=[0-9]*[a-z])[a-z0-9]+\b")  # letters and digits in one word
-_BOUNDARIES = re.compile(r"(?:\s*\|)+\s*")
 # Combining marks (accents) after NFKD; the unicodedata test below is the fallback for others.
 _COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_APOSTROPHES = "'`’‘´ʼ"
+
+
+def _ascii_table() -> dict[int, str | None]:
+    """One pass over the folded text: apostrophes vanish, sentence ends become a mark, every
+    other character that is not a letter or digit becomes a space."""
+    table: dict[int, str | None] = {}
+    for code in range(128):
+        char = chr(code)
+        if char.isascii() and (char.isdigit() or "a" <= char <= "z"):
+            continue
+        table[code] = " "
+    for char in ".!?;\n\r":
+        table[ord(char)] = " | "
+    table[ord("|")] = " | "
+    for char in _APOSTROPHES:
+        table[ord(char)] = None
+    return table
+
+
+_TABLE = _ascii_table()
 
 
 def fold(text: str) -> str:
@@ -57,26 +76,39 @@ def fold(text: str) -> str:
     return decomposed.casefold()
 
 
+@lru_cache(maxsize=65536)
 def normalise_token(token: str) -> str:
     """One word: digits inside a word read as letters, repeated letters once."""
-    tokens = base_tokens(token)
-    return tokens[0] if tokens else ""
+    if _DIGIT.search(token) and _LETTER.search(token):
+        token = token.translate(_LEET)
+    return _REPEATS.sub(r"\1", token)
+
+
+_RUNS_OF_MARKS = re.compile(r"\|(?:\s+\|)+")
+_TOKEN_CACHE: dict[str, str] = {}
+
+
+def _token(token: str) -> str:
+    found = _TOKEN_CACHE.get(token)
+    if found is None:
+        found = normalise_token(token)
+        if len(_TOKEN_CACHE) < 200_000:
+            _TOKEN_CACHE[token] = found
+    return found
 
 
 def base_tokens(text: str) -> list[str]:
     """The tokens every language shares (steps 1-4), with sentence marks between sentences."""
-    text = _APOSTROPHES.sub("", fold(text))
-    text = _ELLIPSIS.sub(" ", text)
-    text = _SENTENCE_END.sub(" | ", text)
-    text = _MIXED.sub(lambda m: m.group(0).translate(_LEET), text)
-    text = _REPEATS.sub(r"\1", text)
-    text = _BOUNDARIES.sub(" | ", _NOT_WORD.sub(" ", text))
-    tokens = text.split()
-    while tokens and tokens[0] == BOUNDARY:
-        tokens.pop(0)
-    while tokens and tokens[-1] == BOUNDARY:
-        tokens.pop()
-    return tokens
+    text = fold(text)
+    if ".." in text or "…" in text:
+        text = _ELLIPSIS.sub(" ", text)
+    text = text.translate(_TABLE)
+    if not text.isascii():
+        text = _NOT_ASCII.sub(" ", text)
+    if "|" in text:
+        text = _RUNS_OF_MARKS.sub("|", text).strip(" |")
+    cache = _TOKEN_CACHE
+    return [cache[t] if t in cache else _token(t) for t in text.split()]
 
 
 class LanguageNormaliser:
@@ -87,14 +119,23 @@ class LanguageNormaliser:
     def __init__(self, fuzzy_words: Iterable[str], variants: Mapping[str, str], known_words: Iterable[str]):
         self.fuzzy_words = sorted({" ".join(base_tokens(w)) for w in fuzzy_words})
         self.known = frozenset(known_words) | frozenset(self.fuzzy_words)
-        pairs = {" ".join(base_tokens(k)): " ".join(base_tokens(v)) for k, v in variants.items()}
-        self.variants = {k: v for k, v in pairs.items() if k}
-        if self.variants:
-            alternatives = "|".join(re.escape(k) for k in sorted(self.variants, key=len, reverse=True))
-            self._variant_re: re.Pattern[str] | None = re.compile(rf"(?<= )(?:{alternatives})(?= )")
-        else:
-            self._variant_re = None
-        self._correct = lru_cache(maxsize=65536)(self._correct_uncached)
+        self.variants = {
+            tuple(base_tokens(k)): tuple(base_tokens(v)) for k, v in variants.items() if base_tokens(k)
+        }
+        # One-word variants by word; longer ones as " key " -> " value " over the joined text,
+        # the longest first ("can not" before "not").
+        self._single = {k[0]: " ".join(v) for k, v in self.variants.items() if len(k) == 1}
+        self._multi = [(f" {' '.join(k)} ", f" {' '.join(v)} ")
+                       for k, v in sorted(self.variants.items(), key=lambda kv: -len(kv[0])) if len(k) > 1]
+        self._corrected: dict[str, str] = {}  # a cache of _correct_uncached
+
+    def _correct(self, token: str) -> str:
+        found = self._corrected.get(token)
+        if found is None:
+            found = self._correct_uncached(token)
+            if len(self._corrected) < 200_000:
+                self._corrected[token] = found
+        return found
 
     def _correct_uncached(self, token: str) -> str:
         if len(token) < self.FUZZY_MIN_LENGTH or token in self.known or not self.fuzzy_words:
@@ -103,15 +144,27 @@ class LanguageNormaliser:
         found = process.extractOne(token, self.fuzzy_words, scorer=OSA.distance, score_cutoff=limit)
         return found[0] if found else token
 
+    def _replace_variants(self, tokens: list[str]) -> list[str]:
+        joined = f" {' '.join(tokens)} "
+        changed = False
+        for key, value in self._multi:
+            while key in joined:
+                joined = joined.replace(key, value)
+                changed = True
+        words = joined.split() if changed else tokens
+        single = self._single
+        if single.keys().isdisjoint(words):
+            return words
+        return " ".join([single.get(w, w) for w in words]).split()
+
     def tokens(self, base: list[str]) -> list[str]:
-        return [self._correct(t) for t in base]
+        """Spelling corrected, then variants replaced."""
+        cache, correct = self._corrected, self._correct
+        return self._replace_variants([cache[t] if t in cache else correct(t) for t in base])
 
     def text(self, base: list[str]) -> str:
         """The matchable form: ``" | tok tok | tok | "``."""
-        joined = " | " + " ".join(self.tokens(base)) + " | "
-        if self._variant_re is not None:
-            joined = self._variant_re.sub(lambda m: self.variants[m.group(0)], joined)
-        return joined
+        return " | " + " ".join(self.tokens(base)) + " | "
 
     def __call__(self, text: str) -> str:
         return self.text(base_tokens(text))
@@ -119,7 +172,4 @@ class LanguageNormaliser:
     def phrase_words(self, words: str) -> list[str]:
         """The literal words of a rule, as tokens: the same steps as a message, except the
         spelling correction (a rule's words are spelled as meant)."""
-        joined = " | " + " ".join(base_tokens(words)) + " | "
-        if self._variant_re is not None:
-            joined = self._variant_re.sub(lambda m: self.variants[m.group(0)], joined)
-        return [t for t in joined.split() if t != BOUNDARY]
+        return [t for t in self._replace_variants(base_tokens(words)) if t != BOUNDARY]

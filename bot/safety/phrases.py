@@ -15,9 +15,10 @@ The normalised text looks like ``" | i want to die | "``: a space before and aft
 token. A compiled phrase starts with that space, and each element consumes its tokens with
 the space after them.
 
-Each phrase also gets an *anchor*: words of which a message must contain at least one for the
-phrase to be able to match (``"stem*"`` for a word*), or None when no such words exist. The
-detector tries only the phrases whose anchor a message has, which keeps it fast.
+Each phrase also gets an *anchor*: sets of words such that a sentence the phrase matches
+contains at least one word of every set (``"stem*"`` stands for a word*); an empty anchor
+requires nothing. A match never crosses the end of a sentence, so the detector tries a phrase
+only on the sentences that have its anchor, which keeps it fast on long messages.
 """
 
 from __future__ import annotations
@@ -35,21 +36,26 @@ class PhraseError(ValueError):
     """A phrase that does not follow the syntax; the message says where."""
 
 
-Anchor = frozenset[str] | None
+Anchor = tuple[frozenset[str], ...]  # every set must be met; () requires nothing
 
 
 @dataclass
 class Compiled:
     regex: str
     words: set[str] = field(default_factory=set)  # the literal words, for the spelling step
-    anchor: Anchor = None
+    anchor: Anchor = ()
 
 
-def _best(anchors: list[frozenset[str]]) -> Anchor:
-    """The most selective anchor: fewest words, then the longest shortest word."""
-    if not anchors:
-        return None
-    return min(anchors, key=lambda a: (len(a), -min(len(w) for w in a)))
+def _best(anchor: Anchor) -> frozenset[str]:
+    """The most selective set of an anchor: fewest words, then the longest shortest word."""
+    return min(anchor, key=lambda a: (len(a), -min(len(w) for w in a)))
+
+
+def either(anchors: list[Anchor]) -> Anchor:
+    """The anchor of one-of several alternatives: one set, the union of each one's best set."""
+    if not anchors or any(not a for a in anchors):
+        return ()
+    return (frozenset().union(*(_best(a) for a in anchors)),)
 
 
 class _Parser:
@@ -104,15 +110,12 @@ class _Parser:
             if token != closing:
                 raise PhraseError(f"{'(' if closing == ')' else '['} without its closing {closing}")
             self.pos += 1
-            union: Anchor = None
-            if all(a is not None for a in anchors):
-                union = frozenset().union(*anchors)  # type: ignore[arg-type]
-            return "(?:" + "|".join(options) + ")", all_have_words, union
+            return "(?:" + "|".join(options) + ")", all_have_words, either(anchors)
 
     def sequence(self, top: bool) -> tuple[str, bool, Anchor]:
         parts: list[str] = []
         literal: list[str] = []
-        anchors: list[frozenset[str]] = []
+        anchors: list[frozenset[str]] = []  # one set per element that must be there
         has_word = False
 
         def flush() -> None:
@@ -134,8 +137,7 @@ class _Parser:
                 regex, words, anchor = self.alternatives(")")
                 parts.append(regex)
                 has_word |= words
-                if anchor is not None:
-                    anchors.append(anchor)
+                anchors.extend(anchor)
             elif token == "[":
                 flush()
                 regex, _, _ = self.alternatives("]")
@@ -159,8 +161,7 @@ class _Parser:
                     raise PhraseError(f"{token}: no such list under 'words:'")
                 regex, anchor = self.lists[name]
                 parts.append(regex)
-                if anchor is not None:
-                    anchors.append(anchor)
+                anchors.extend(anchor)
                 has_word = True
             elif token.endswith("*"):
                 flush()
@@ -177,7 +178,7 @@ class _Parser:
                 literal.append(token)
                 has_word = True
         flush()
-        return "".join(parts), has_word, _best(anchors)
+        return "".join(parts), has_word, tuple(dict.fromkeys(anchors))
 
 
 def compile_phrase(phrase: str, normalise_words: Callable[[str], list[str]],

@@ -18,7 +18,7 @@ import yaml
 
 from bot.content import ContentError
 from bot.safety.normalise import BOUNDARY, LanguageNormaliser, base_tokens
-from bot.safety.phrases import Anchor, PhraseError, compile_phrase
+from bot.safety.phrases import Anchor, PhraseError, compile_phrase, either
 
 RULE_FILE_GLOB = "safety_rules.*.yaml"
 ROUTES = ("risk", "boundary")  # in order of precedence: risk wins
@@ -38,35 +38,57 @@ class Rule:
     route: str
     description: str
     language: str
-    patterns: tuple[tuple[re.Pattern[str], Anchor], ...]  # (regex, words one of which it needs)
+    patterns: tuple[tuple[re.Pattern[str], Anchor], ...]  # (regex, anchor: see phrases.py)
     unless: tuple[re.Pattern[str], ...]
     match_examples: tuple[str, ...]
     must_not_match: tuple[str, ...]
     file: Path
     line: int
+    # Filled by the RuleSet: per pattern, the ids of its anchor's sets (see Prepared).
+    anchor_ids: tuple[tuple[int, ...], ...] = ()
 
-    def matches(self, text: str, keys: frozenset[str] | set[str] | None = None) -> bool:
-        """Does this rule match the normalised ``text`` (``" | ... | "``)?
+    def matches(self, text: str) -> bool:
+        """Does this rule match the normalised ``text`` (``" | ... | "``)? Every sentence tried."""
+        return any(self.matches_sentence(s) for s in sentences(text))
 
-        ``keys`` (the message's words and matched ``stem*``, from the detector) lets patterns
-        whose anchor words are absent be skipped. A pattern's match is set aside when one of
-        ``unless`` matches the same sentence.
-        """
-        for pattern, anchor in self.patterns:
-            if keys is not None and anchor is not None and anchor.isdisjoint(keys):
-                continue
-            pos = 0
-            while (m := pattern.search(text, pos)) is not None:
-                if not self.unless or not self._excused(text, m.start(), m.end()):
-                    return True
-                pos = m.start() + 1
-        return False
+    def matches_sentence(self, sentence: str, only: tuple[int, ...] | None = None) -> bool:
+        """Does a pattern (of those numbered in ``only``, else any) match this framed sentence
+        (``" | ... | "``) without one of ``unless`` matching it too?"""
+        patterns = self.patterns if only is None else [self.patterns[i] for i in only]
+        if not any(p.search(sentence) for p, _ in patterns):
+            return False
+        return not any(u.search(sentence) for u in self.unless)
 
-    def _excused(self, text: str, start: int, end: int) -> bool:
-        first = text.rfind(BOUNDARY, 0, start + 2)
-        last = text.find(BOUNDARY, max(start + 2, end - 2))
-        sentence = text[max(first - 1, 0): (last + 2) if last >= 0 else len(text)]
-        return any(u.search(sentence) for u in self.unless)
+    def matches_prepared(self, prepared: Prepared) -> bool:
+        """Like ``matches``, trying each pattern only on the sentences that have its anchor."""
+        candidates: dict[int, list[int]] = {}
+        for index, ids in enumerate(self.anchor_ids):
+            mask = prepared.everywhere
+            for set_id in ids:
+                mask &= prepared.set_masks.get(set_id, 0)
+                if not mask:
+                    break
+            while mask:
+                bit = mask & -mask
+                candidates.setdefault(bit.bit_length() - 1, []).append(index)
+                mask ^= bit
+        return any(self.matches_sentence(prepared.sentences[i], tuple(found)) for i, found in sorted(candidates.items()))
+
+
+def sentences(text: str) -> list[str]:
+    """The framed sentences (``" | words | "``) of a normalised text."""
+    parts = [p for p in text.split(f" {BOUNDARY} ") if p.strip(f" {BOUNDARY}")]
+    return [f" {BOUNDARY} {p.strip()} {BOUNDARY} " for p in parts]
+
+
+@dataclass
+class Prepared:
+    """A normalised message, cut into sentences, with which anchor sets each sentence meets."""
+
+    text: str
+    sentences: list[str]
+    set_masks: dict[int, int]  # anchor set id -> bit i set when sentence i has a word of it
+    everywhere: int  # all sentences' bits
 
 
 @dataclass
@@ -80,15 +102,48 @@ class RuleSet:
     rules: list[Rule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        stems = {w[:-1] for r in self.rules for _, a in r.patterns if a for w in a if w.endswith("*")}
+        # Each pattern is pre-checked on its two most selective anchor sets (fewest and
+        # longest words): enough to skip almost every sentence, cheap for common words.
+        set_ids: dict[frozenset[str], int] = {}
+        for rule in self.rules:
+            rule.anchor_ids = tuple(
+                tuple(set_ids.setdefault(s, len(set_ids))
+                      for s in sorted(anchor, key=lambda a: (len(a), -min(map(len, a))))[:2])
+                for _, anchor in rule.patterns
+            )
+        self._sets_of: dict[str, list[int]] = {}  # a word or stem* -> the anchor sets it meets
+        for words, set_id in set_ids.items():
+            for word in words:
+                self._sets_of.setdefault(word, []).append(set_id)
+        stems = {w[:-1] for w in self._sets_of if w.endswith("*")}
         self._stems = frozenset(stems)
         self._stem_lengths = sorted({len(s) for s in stems})
+        self._word_sets: dict[str, tuple[int, ...]] = {}  # a cache: word -> the sets it meets
 
-    def keys(self, text: str) -> set[str]:
-        """The message's words, and ``stem*`` for every rule stem one of them starts with."""
-        words = set(text.split())
-        found = {w[:n] + "*" for w in words for n in self._stem_lengths if w[:n] in self._stems}
-        return words | found
+    def _sets_for(self, word: str) -> tuple[int, ...]:
+        found = self._word_sets.get(word)
+        if found is None:
+            keys = [word, *(word[:n] + "*" for n in self._stem_lengths if word[:n] in self._stems)]
+            found = tuple(set_id for key in keys for set_id in self._sets_of.get(key, ()))
+            if len(self._word_sets) < 100_000:
+                self._word_sets[word] = found
+        return found
+
+    def prepare(self, text: str) -> Prepared:
+        """Cut a normalised message into sentences and note which anchor sets each one meets."""
+        framed = sentences(text)
+        word_masks: dict[str, int] = {}
+        get = word_masks.get
+        for index, sentence in enumerate(framed):
+            bit = 1 << index
+            for word in sentence.split():
+                word_masks[word] = get(word, 0) | bit
+        set_masks: dict[int, int] = {}
+        cache, sets_for = self._word_sets, self._sets_for
+        for word, mask in word_masks.items():
+            for set_id in cache[word] if word in cache else sets_for(word):
+                set_masks[set_id] = set_masks.get(set_id, 0) | mask
+        return Prepared(text, framed, set_masks, (1 << len(framed)) - 1)
 
     def by_route(self, route: str) -> list[Rule]:
         return [r for r in self.rules if r.route == route]
@@ -181,8 +236,7 @@ def load_rule_file(path: Path, language: str) -> RuleSet:
             options.append(compiled.regex)
             anchors.append(compiled.anchor)
             known |= compiled.words
-        anchor = frozenset().union(*anchors) if all(a is not None for a in anchors) else None
-        lists[name] = ("(?:" + "|".join(options) + ")", anchor)
+        lists[name] = ("(?:" + "|".join(options) + ")", either(anchors))
 
     rules_data = data.get("rules")
     if not isinstance(rules_data, list) or not rules_data:
