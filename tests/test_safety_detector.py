@@ -48,7 +48,9 @@ def test_the_table_is_large_balanced_and_well_formed():
         assert row["split"] in ("dev", "holdout"), row
         assert row["text"].strip(), row
     holdout = sum(r["split"] == "holdout" for r in rows)
-    assert 0.25 <= holdout / len(rows) <= 0.45, "about a third is kept aside"
+    # About a third was written as holdout; rows of holdout batches that were looked at and then
+    # tuned on moved to dev (see the module docstring), so at least a fifth stays clean.
+    assert 0.2 <= holdout / len(rows) <= 0.45
     for split in ("dev", "holdout"):
         for language in ("en", "nl"):
             counts = Counter(r["expected_route"] for r in rows if r["split"] == split and r["language"] == language)
@@ -213,11 +215,11 @@ def break_file(root: Path, old: str, new: str, language: str = "en") -> None:
 @pytest.mark.parametrize("old, new, message", [
     ("  - id: burden\n    route: risk\n", "  - id: burden\n    route: danger\n",
      "content/safety_rules.en.yaml: rule 'burden': route must be one of risk, boundary (got 'danger')"),
-    ("      - better off without me\n", "      - better off (without me\n",
-     "content/safety_rules.en.yaml: rule 'burden': patterns: 'better off (without me': ( without its closing )"),
-    ("      - better off without me\n", "      - better off {nobody}\n",
+    ("      - better [off] without me\n", "      - better [off] (without me\n",
+     "content/safety_rules.en.yaml: rule 'burden': patterns: 'better [off] (without me': ( without its closing )"),
+    ("      - better [off] without me\n", "      - better off {nobody}\n",
      "content/safety_rules.en.yaml: rule 'burden': patterns: 'better off {nobody}': {nobody}: no such list under 'words:'"),
-    ("      - better off without me\n", "      - better off with|out me\n",
+    ("      - better [off] without me\n", "      - better off with|out me\n",
      "content/safety_rules.en.yaml: rule 'burden': patterns: 'better off with|out me': '|' outside brackets"),
     ("  - id: farewell\n", "  - id: burden\n",
      "content/safety_rules.en.yaml: rule 'burden': the id is used twice in this file"),
