@@ -1,4 +1,4 @@
-"""`imrs-bot safety check` as a practice uses it: a real process, its output and exit codes.
+"""`imrs-bot safety check` as a clinic uses it: a real process, its output and exit codes.
 
 It needs nothing but content/: no token, no database, no keyring (the environment is emptied
 of the bot's variables, and the working directory is an empty folder).

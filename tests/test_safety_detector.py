@@ -7,7 +7,7 @@ each must take. Rows were written in batches, each before the rule changes that 
 a batch was measured once, the rules were broadened on what it missed and its rows moved to
 ``dev`` (and so did the four ``h`` rows missed at the first look). The rows still marked
 ``holdout`` (the rest of ``h``, and ``r``) were never tuned on: their figures estimate how the
-rules meet a practice's own messages. The test prints the rates per route and split and
+rules meet a clinic's own messages. The test prints the rates per route and split and
 asserts the goals on dev.
 """
 
@@ -101,7 +101,7 @@ HOLDOUT_FLOOR = {"risk": 37, "boundary": 34, "none": 44}
 
 
 def test_the_holdout_rows_are_reported_and_do_not_get_worse(detector):
-    """The holdout figures are printed: they estimate what the rules do with a practice's own
+    """The holdout figures are printed: they estimate what the rules do with a clinic's own
     messages (every risk message caught is the goal on dev, not reached on holdout)."""
     rows = [r for r in read_table() if r["split"] == "holdout"]
     figures, misses = rates(detector, rows)
