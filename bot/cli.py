@@ -10,6 +10,7 @@
     imrs-bot keys rotate       add a key, then re-wrap every client's data key under it
     imrs-bot keys retire ID    remove a key no data key is wrapped under any more
     imrs-bot content check     check content/: complete, valid Telegram HTML, no memory imagery
+    imrs-bot safety check TEXT the safety route of a message (risk, boundary, none) and its rule
 
 A configuration problem ends with one line saying what to do and exit status 2.
 """
@@ -239,6 +240,29 @@ def cmd_content_check(args: argparse.Namespace, settings: Settings) -> None:
         raise SystemExit(1)
 
 
+def cmd_safety_check(args: argparse.Namespace, settings: Settings) -> None:
+    """The safety detector's route for one text, or (--jsonl) for each line of standard input.
+
+    Needs nothing but content/: no token, database or keyring. Exit 0 whatever the route.
+    """
+    from bot.safety import SafetyDetector
+
+    detector = SafetyDetector.from_content(Path(args.root))
+    if args.jsonl:
+        for line in sys.stdin:
+            verdict = detector.classify(line.rstrip("\r\n"), language=args.language)
+            print(json.dumps(verdict.as_dict(), ensure_ascii=False), flush=False)
+        sys.stdout.flush()
+        return
+    verdict = detector.classify(args.text, language=args.language)
+    if args.json:
+        print(json.dumps(verdict.as_dict(), ensure_ascii=False))
+    elif verdict.rule:
+        print(f"{verdict.route}: rule {verdict.rule} ({verdict.language})")
+    else:
+        print(f"{verdict.route} ({verdict.language})")
+
+
 def cmd_admin_add(args: argparse.Namespace, settings: Settings) -> None:
     """Make a Telegram user an administrator (created if unknown); audited as the operator."""
     from bot.db.models import Role
@@ -359,11 +383,38 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--root", default=str(CONTENT_DIR), help="the content folder (default: content/)")
     check.set_defaults(func=cmd_content_check)
 
+    safety = sub.add_parser("safety", help="try the safety detector (content/safety_rules.*.yaml)")
+    safety_sub = safety.add_subparsers(dest="safety_command", metavar="ACTION", required=True)
+    safety_check = safety_sub.add_parser(
+        "check", help="print the route (risk, boundary, none) of a text and the rule that matched",
+        description="Print the safety route of TEXT and the rule that matched; exit 0 whatever the route.",
+    )
+    safety_check.add_argument("text", nargs="?", metavar="TEXT", help="the message to check")
+    safety_check.add_argument("--json", action="store_true",
+                              help='print one object {"route": ..., "rule": ..., "language": ...}')
+    safety_check.add_argument("--jsonl", action="store_true",
+                              help="read one text per line from standard input; print one JSON object per line")
+    safety_check.add_argument("--language", choices=["en", "nl"],
+                              help="a hint: the language tried first, and reported when no rule matches")
+    safety_check.add_argument("--root", default=str(CONTENT_DIR), help="the content folder (default: content/)")
+    safety_check.set_defaults(func=cmd_safety_check,
+                              validate=lambda args: _validate_safety_check(safety_check, args))
+
     return parser
 
 
+def _validate_safety_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.jsonl and args.text is not None:
+        parser.error("give TEXT or --jsonl (texts on standard input), not both")
+    if not args.jsonl and args.text is None:
+        parser.error("give the TEXT to check, or --jsonl to read texts from standard input")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "validate", None) is not None:
+        args.validate(args)
     try:
         settings = load_settings()
         args.func(args, settings)

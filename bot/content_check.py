@@ -13,7 +13,9 @@ Checks, for every language folder against English (the reference):
   exists in every language, and has chat-sized pages of plain Telegram HTML (``<b>``, ``<i>``,
   ``<a href>``);
 - the memory-imagery lint (rules in ``content/lint.yaml``): no text instructs the reader to
-  imagine, recall or go back to a memory; describing the session is fine.
+  imagine, recall or go back to a memory; describing the session is fine;
+- the safety rules (``content/safety_rules.<language>.yaml``) load, and every rule matches
+  each of its ``examples: match`` and none of its ``examples: must_not_match``.
 
 Problems are reported as ``file:line: what is wrong``; warnings (a page longer than the
 900 characters we aim for) do not fail the check.
@@ -256,6 +258,7 @@ class _Checker:
             if lang != REFERENCE_LANGUAGE:
                 self.compare_language(lang, files[REFERENCE_LANGUAGE], files[lang])
         self.check_modules(languages)
+        self.report.problems.extend(safety_rule_problems(self.root))
         return self.report
 
     # YAML files
@@ -617,6 +620,27 @@ def exercise_problems(table: Any) -> list[tuple[KeyPath, str]]:
     if steps and [s.get("count") for s in steps] != [5, 4, 3, 2, 1]:
         problems.append((("grounding", "steps"), "the counts are 5, 4, 3, 2, 1"))
     return problems
+
+
+# -- the safety rules: content/safety_rules.<language>.yaml ------------------------------------------
+
+
+def safety_rule_problems(root: Path) -> list[Problem]:
+    """The safety rule files load, and every rule treats its examples as the file says."""
+    from bot.safety.rules import SafetyRulesError, example_problems, load_rules, rule_files
+
+    def where(path: Path, line: int | None = None) -> str:
+        shown = f"{root.name}/{path.relative_to(root)}" if path.is_relative_to(root) else str(path)
+        return f"{shown}:{line}" if line else shown
+
+    if not rule_files(root):
+        return [Problem(where(root / "safety_rules.en.yaml"), "missing (the safety detector's rules)")]
+    try:
+        rule_sets = load_rules(root)
+    except SafetyRulesError as exc:
+        file, _, message = str(exc).partition(": ")
+        return [Problem(f"{root.name}/{Path(file).name}", message)]
+    return [Problem(where(path, line), message) for path, line, message in example_problems(rule_sets)]
 
 
 def check_content(root: Path = CONTENT_DIR) -> Report:

@@ -412,3 +412,58 @@ def test_the_command_says_so_when_the_folder_does_not_exist(tmp_path):
     result = run_check("--root", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"imrs-bot: {tmp_path / 'nowhere'}: no such content folder"]
+
+
+# -- the stronger lint: invitations in any phrasing, people and places of the past ---------------
+
+FLAGGED_PHRASINGS = [
+    "Picture your old bedroom.",
+    "Imagine your mother's face.",
+    "Describe what happened.",
+    "Denk terug aan je kinderkamer.",
+    "Try to remember how your father looked at you.",
+    "Write down what happened that night.",
+    "Tell me about your worst memory.",
+    "See the room where it happened.",
+    "Go to the moment it happened.",
+    "Could you describe what he did?",
+    "Now put yourself in your childhood home.",
+    "Beeld je het gezicht van je vader in.",
+    "Beschrijf wat er gebeurde.",
+    "Roep het beeld op van je oude slaapkamer.",
+    "Vertel over je jeugd.",
+    "Stel je je moeder voor.",
+    "Schrijf op wat hij deed.",
+    "Kun je beschrijven wat er toen gebeurde?",
+]
+ALLOWED_PHRASINGS = [
+    "In the session, you will describe what happened, and your therapist guides you.",
+    "Tell your therapist what happened, if you want to.",
+    "You can talk to your therapist about your childhood.",
+    "Describe your safe place: what do you see?",
+    "Notice your breath as it slows down.",
+    "See how your shoulders relax.",
+    "Go to /practice to start an exercise.",
+    "Write down one thing that helped you today.",
+    "Tijdens de sessie word je gevraagd te beschrijven wat er gebeurde.",
+    "Vertel je therapeut wat er gebeurd is, als je dat wilt.",
+    "Bespreek met je therapeut wat je jeugd voor je betekent.",
+    "Beschrijf je veilige plek.",
+    "Kijk naar je ademhaling.",
+]
+
+
+@pytest.mark.parametrize("sentence", FLAGGED_PHRASINGS)
+def test_the_lint_flags_invitations_in_any_phrasing(sentence):
+    assert lint_text(sentence, RULES), sentence
+
+
+@pytest.mark.parametrize("sentence", ALLOWED_PHRASINGS)
+def test_the_lint_allows_the_session_the_therapist_and_the_present(sentence):
+    assert lint_text(sentence, RULES) == [], sentence
+
+
+def test_a_picture_of_the_past_in_a_learn_page_is_reported(copy):
+    line = add_page(copy / "en" / "learn" / "safety.md", "<b>Try this</b>\n\nPicture your old bedroom.")
+    assert_reported(copy, f"en/learn/safety.md:{line + 2}", "instructs the reader to go to a memory",
+                    "Picture your old bedroom")
