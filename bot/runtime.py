@@ -30,6 +30,7 @@ from bot.delivery.leadership import UpdateConsumer, leader_lock_for
 from bot.delivery.outbox import OutboxService
 from bot.delivery.schedules import ScheduleService
 from bot.services.reminders import ReminderService
+from bot.safety import SafetyDetector
 from bot.services.safety_flags import SafetyFlagService
 from bot.services import Services
 from bot.services.audit import AuditService
@@ -105,6 +106,7 @@ async def open_services(
         progress=ProgressService(sessions),
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
+        safety=SafetyDetector.from_content(content.root, settings.default_language),
         safety_flags=SafetyFlagService(sessions, outbox, content, alert_policy=settings.risk_alert),
     )
 

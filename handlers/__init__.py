@@ -5,6 +5,8 @@ matches; groups run from the lowest number up. The order below is the product's 
 
   group SEEN (-100)  remember the texts this update carries, so that logs can redact them
   group GUARD (-10)  private chats only: groups get a polite refusal and nothing else runs
+  group SAFETY (-5)  the safety layer: a client's typed message that takes the crisis path or
+                     meets the boundary (memory work) is answered here, and no flow sees it
   group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
                      1. conversations (their states take precedence while one is active)
                      2. commands without a conversation (/therapists, /staff, /language,
@@ -43,12 +45,13 @@ from handlers import (
     preferences,
     progress,
     reminders,
+    safety,
     start,
     therapists,
 )
 from handlers.access import public
 
-SEEN, GUARD, MAIN, FLOWS, AFTER = -100, -10, 0, 50, 100
+SEEN, GUARD, SAFETY, MAIN, FLOWS, AFTER = -100, -10, -5, 0, 50, 100
 
 
 def conversations(content: Content) -> list[BaseHandler]:
@@ -63,6 +66,7 @@ def conversations(content: Content) -> list[BaseHandler]:
         preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
         reminders.build(fallbacks, free_text),  # /reminders (clients)
         exercises.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
+        safety.build(fallbacks, free_text),  # a note for the therapist, inside a safety pause
     ]
 
 
@@ -90,6 +94,7 @@ async def _read_paused_flows_again(application: Application, consuming: bool) ->
 def register(application: Application) -> None:
     application.add_handler(TypeHandler(Update, _remember_texts), group=SEEN)
     application.add_handler(guard.handler, group=GUARD)
+    application.add_handlers(safety.screening(), group=SAFETY)
 
     content: Content = application.bot_data[SERVICES_KEY].content
     application.add_handler(membership.handler, group=MAIN)  # blocked / unblocked: reachable or not
@@ -100,6 +105,7 @@ def register(application: Application) -> None:
     application.add_handlers(learn.build(), group=MAIN)  # /learn and its buttons (everyone)
     application.add_handlers(progress.build(), group=MAIN)  # /progress (clients)
     application.add_handlers(reminders.build_buttons(), group=MAIN)  # under a delivered reminder
+    application.add_handlers(safety.buttons(), group=MAIN)  # under a boundary or crisis message
     application.add_handlers(general.build(content), group=MAIN)
     application.add_handlers(fallback.handlers, group=MAIN)
 

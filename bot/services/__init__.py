@@ -30,6 +30,7 @@ from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
 from bot.services.reminders import ReminderService
+from bot.safety import SafetyDetector
 from bot.services.safety_flags import SafetyFlagService
 
 
@@ -57,6 +58,7 @@ class Services:
     progress: ProgressService  # /progress: a client's own practice as a chart and one line
     reminders: ReminderService  # a client's own /reminders (owner-checked), snooze / skip
     learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries
+    safety: SafetyDetector  # routes a client's typed message: risk, boundary or none (handlers/safety.py)
     safety_flags: SafetyFlagService  # what the safety layer keeps for the therapist; risk alerts
 
     async def close(self) -> None:
