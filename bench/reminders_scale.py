@@ -48,6 +48,7 @@ from telegram.ext import Defaults, ExtBot  # noqa: E402
 
 from bot.content import Content  # noqa: E402
 from bot.services.consent import ConsentService  # noqa: E402
+from bot.services.notices import Notices  # noqa: E402
 from bot.crypto.fields import FieldCrypto, new_row_id  # noqa: E402
 from bot.crypto.keyring import generate_keyring  # noqa: E402
 from bot.crypto.keystore import KeyStore  # noqa: E402
@@ -164,7 +165,7 @@ async def bench(count: int) -> None:
                      rate_limiter=bot_rate_limiter(25, max_retries=3))
         await bot.initialize()
         # As in production (bot.delivery.start_delivery): consent checked when planning and sending.
-        may_receive = ConsentService(sessions, Content()).may_receive
+        may_receive = ConsentService(sessions, Content(), Notices(outbox, Content())).may_receive
         dispatcher = Dispatcher(bot, OutboxStore(sessions, crypto), Content(), config=DispatcherConfig(),
                                 planner=planner, clock=clock, may_receive=may_receive)
         dispatcher.start()

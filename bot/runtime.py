@@ -44,6 +44,7 @@ from bot.services.exercise_log import ExerciseLogService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
+from bot.services.notices import Notices
 from bot.services.preferences import PreferencesService
 
 _log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ async def open_services(
     invites = InviteService(sessions)
     outbox = OutboxService(sessions)
     schedules = ScheduleService(sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes)
+    notices = Notices(outbox, content)  # queued by the services, in the transaction of the change
     return Services(
         settings=settings,
         engine=engine,
@@ -95,10 +97,10 @@ async def open_services(
         audit=AuditService(sessions),
         callbacks=CallbackCodec(keyring),
         invites=invites,
-        clinic=ClinicService(sessions, invites, crypto),
-        consent=ConsentService(sessions, content),
-        preferences=PreferencesService(sessions, content),
-        enrollment=ClientEnrollmentService(sessions, invites),
+        clinic=ClinicService(sessions, invites, notices, crypto),
+        consent=ConsentService(sessions, content, notices),
+        preferences=PreferencesService(sessions, content, schedules),
+        enrollment=ClientEnrollmentService(sessions, invites, notices),
         data_rights=DataRightsService(sessions, crypto),
         outbox=outbox,
         schedules=schedules,

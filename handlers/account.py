@@ -24,11 +24,10 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot.context import BotContext
 from bot.db.models import Role
-from bot.services.consent import ConsentChange
 from bot.services.people import Identity
 from bot.services.preferences import local_now
 from handlers.access import requires
-from handlers.common import crisis_block, keyboard, local_time, say, settle, tell, text
+from handlers.common import crisis_block, keyboard, local_time, say, settle, text
 
 # Button data (no record ids: each acts on the presser's own record only).
 ERASE_ASK = "acct:erase_ask"
@@ -178,8 +177,7 @@ async def withdraw_now(update: Update, context: BotContext) -> None:
     """Recorded at once: features that remind or summarise check has_active_consent."""
     await settle(update)
     change = await context.services.consent.withdraw(await context.identity(update))
-    await say(update, context, "account.consent.now_withdrawn")
-    await _tell_therapist(context, change, "account.consent.withdrawn_notice")
+    await say(update, context, "account.consent.now_withdrawn")  # the therapist is told by the service
 
 
 @requires(Role.CLIENT)
@@ -198,7 +196,6 @@ async def grant_now(update: Update, context: BotContext) -> None:
         await say(update, context, "account.consent.updated", version=change.status.version)
         return
     await say(update, context, "account.consent.regranted", version=change.status.version)
-    await _tell_therapist(context, change, "account.consent.regranted_notice")
 
 
 @requires(Role.CLIENT)
@@ -224,16 +221,6 @@ async def _offer_consent(update: Update, context: BotContext) -> None:
             ("client_join.decline_button", CONSENT_KEEP),
         ),
     )
-
-
-async def _tell_therapist(context: BotContext, change: ConsentChange, key: str) -> None:
-    """The client's therapist learns the decision: their pseudonym for the client, nothing else."""
-    therapist = change.therapist
-    if change.changed and therapist is not None:
-        alias = therapist.client_alias or context.services.content.text(
-            "account.consent.unnamed_client", therapist.language
-        )
-        await tell(context, therapist.person_id, therapist.language, key, alias=alias)
 
 
 async def _buttons(

@@ -29,8 +29,9 @@ from bot.context import BotContext
 from bot.db.models import Role
 from bot.services.invites import NotAllowed
 from bot.services.clinic import ClientSummary
+from bot.services.names import InvalidAlias
 from handlers.access import refuse, requires
-from handlers.common import conversation, keyboard, local_time, packer, say, signed_ids, tell, text
+from handlers.common import conversation, keyboard, local_time, packer, say, signed_ids, text
 
 RENAME_STATE = "clients_rename"
 
@@ -194,7 +195,7 @@ async def receive_new_alias(update: Update, context: BotContext) -> str | int:
     identity = await context.identity(update)
     try:
         alias = await context.services.clinic.rename_client(identity, client_id, update.message.text or "")
-    except ValueError:
+    except InvalidAlias:
         await say(update, context, "clients.alias_invalid")
         return RENAME_STATE
     except NotAllowed as refused:
@@ -238,8 +239,7 @@ async def unlink(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     await update.callback_query.answer()
     body = await text(update, context, "clients.unlinked", alias=await _name(update, context, client, 0))
-    await update.callback_query.edit_message_text(body)
-    await tell(context, told.person_id, told.language, "clients.unlinked_notice")
+    await update.callback_query.edit_message_text(body)  # the client was told by the service
     return ConversationHandler.END
 
 

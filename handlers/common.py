@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from uuid import uuid4
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,13 +16,8 @@ from telegram.warnings import PTBUserWarning
 from bot.callbacks import InvalidPayload
 from bot.content import trusted_html
 from bot.context import BotContext
-from bot.db.delivery_models import OutboxKind
-from bot.db.types import utcnow
 from bot.flows import Flow, FlowHooks, Paused
 from handlers.access import public, refuse
-
-
-NOTICE_VALID = timedelta(days=7)  # a notice not sent within a week (the bot was down) is dropped
 
 
 async def text(update: Update, context: BotContext, key: str, **params: Any) -> str:
@@ -157,25 +151,12 @@ async def local_time(update: Update, context: BotContext, when: datetime | None,
     return when.astimezone(ZoneInfo(identity.timezone)).strftime(await text(update, context, format_key))
 
 
-async def tell(context: BotContext, person_id: int, language: str, key: str, **params: Any) -> bool:
-    """Tell someone other than the asker the content text ``key``, in their own language,
-    through the outbox: paced within Telegram's limits however many are told at once,
-    retried, held back in their quiet hours, and not sent to a client without consent. The
-    text is made now and stored encrypted under the recipient's key (it may hold a
-    pseudonym). False when they cannot be told (no longer active)."""
-    queued = await context.services.outbox.enqueue(
-        person_id,
-        kind=OutboxKind.NOTICE,
-        idempotency_key=f"notice:{uuid4().hex}",
-        text=context.services.content.text(key, language, **params),
-        expires_at=utcnow() + NOTICE_VALID,
-    )
-    return queued is not None
-
-
 async def tell_directly(context: BotContext, telegram_id: int, language: str, key: str, **params: Any) -> bool:
-    """``tell`` for the one person the outbox no longer serves: someone just made inactive
-    (a deactivated therapist hearing so). False when Telegram refuses."""
+    """Tell someone other than the asker the content text ``key`` in their language, at
+    once, for the one person the outbox no longer serves: someone just made inactive (a
+    deactivated therapist hearing so). Every other notice is queued by the service that
+    makes the change, in its transaction (bot.services.notices). False when Telegram
+    refuses."""
     try:
         await context.bot.send_message(telegram_id, context.services.content.text(key, language, **params))
     except (Forbidden, BadRequest):

@@ -25,6 +25,7 @@ from telegram.ext import (
 from bot.context import BotContext
 from bot.db.models import InviteKind, Role
 from bot.services.invites import NewInvite, NotAllowed
+from bot.services.names import InvalidAlias
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, local_time, say, settle, text
 
@@ -86,7 +87,7 @@ async def invite(update: Update, context: BotContext) -> str:
 async def receive_alias(update: Update, context: BotContext) -> str | int:
     try:
         await send_invite(update, context, InviteKind.CLIENT, alias=update.message.text or "")
-    except ValueError:
+    except InvalidAlias:
         await say(update, context, "invite.alias_invalid")
         return ALIAS
     return ConversationHandler.END

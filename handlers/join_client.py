@@ -32,7 +32,6 @@ from telegram.ext import (
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.db.models import InviteKind, Role
-from bot.services.consent import Recipient
 from bot.services.enrollment import AlreadyEnrolled, InviteUnavailable, JoinSituation
 from bot.services.invites import InviteStatus, InviteView
 from handlers.access import public, requires
@@ -43,7 +42,6 @@ from handlers.common import (
     say,
     settle,
     signed_ids,
-    tell,
     text,
     use_the_buttons,
 )
@@ -187,7 +185,6 @@ async def agree(update: Update, context: BotContext) -> str | int:
         version=enrolled.consent_version,
         therapist=await _therapist_name(update, context, enrolled.therapist_name),
     )
-    await _tell_joined(context, enrolled.therapist)
     await _ask_language(update, context)
     return LANGUAGE
 
@@ -274,10 +271,6 @@ async def switch(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     therapist = await _therapist_name(update, context, switched.therapist_name)
     await say(update, context, "client_join.switch.switched", therapist=therapist)
-    if switched.old_therapist is not None:  # no pseudonym, nothing clinical
-        old = switched.old_therapist
-        await tell(context, old.person_id, old.language, "client_join.switch.ended_notice")
-    await _tell_joined(context, switched.new_therapist)
     return ConversationHandler.END
 
 
@@ -322,17 +315,6 @@ async def _buttons(
 
 async def _therapist_name(update: Update, context: BotContext, name: str | None) -> str:
     return name if name else await text(update, context, "client_join.your_therapist")
-
-
-async def _tell_joined(context: BotContext, therapist: Recipient | None) -> None:
-    """Tell the therapist that their invite was accepted (the pseudonym they chose)."""
-    if therapist is None:
-        return
-    to = (context, therapist.person_id, therapist.language)
-    if therapist.client_alias:
-        await tell(*to, "client_join.joined_notice", alias=therapist.client_alias)
-    else:
-        await tell(*to, "client_join.joined_notice_unnamed")
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:

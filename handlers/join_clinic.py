@@ -18,7 +18,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, ConversationHandler,
 from bot.context import BotContext
 from bot.db.models import InviteKind
 from bot.services.invites import InviteView
-from bot.services.names import clean_display_name
+from bot.services.names import InvalidDisplayName, clean_display_name
 from bot.services.clinic import JoinRefused
 from handlers.access import public
 from handlers.common import keyboard, say, settle, text, use_the_buttons
@@ -88,7 +88,7 @@ async def receive_name(update: Update, context: BotContext) -> str | int:
     identity = await context.identity(update)
     try:
         joined = await context.services.clinic.join(identity, token_hash, update.message.text or "")
-    except ValueError:
+    except InvalidDisplayName:
         await say(update, context, "practice.name_invalid")
         return NAME
     except JoinRefused as refused:

@@ -28,7 +28,7 @@ from telegram.ext import (
 from bot.context import BotContext
 from bot.db.models import Role
 from bot.services.people import Identity
-from bot.services.preferences import local_now
+from bot.services.preferences import UnknownLanguage, UnknownZone, local_now
 from handlers.access import requires
 from handlers.common import conversation, keyboard, say, settle
 
@@ -73,7 +73,7 @@ async def save_language(update: Update, context: BotContext) -> Identity | None:
     identity = await stored_identity(update, context)
     try:
         identity = await context.services.preferences.set_language(identity, match.group(1) if match else "")
-    except ValueError:
+    except UnknownLanguage:
         return None
     context.remember_identity(identity)
     return identity
@@ -115,16 +115,15 @@ async def zone_from_text(update: Update, context: BotContext) -> str | None:
 
 
 async def save_timezone(update: Update, context: BotContext, zone: str | None) -> Identity | None:
-    """Store ``zone`` for the asker; None (after saying so) when it is not a valid zone."""
+    """Store ``zone`` for the asker (their reminders are planned anew in it); None (after
+    saying so) when it is not a valid zone."""
     identity = await stored_identity(update, context)
     try:
         identity = await context.services.preferences.set_timezone(identity, zone or "")
-    except ValueError:
+    except UnknownZone:
         await say(update, context, "account.timezone.unknown")
         return None
     context.remember_identity(identity)
-    if identity.person_id is not None:  # reminders follow the person's zone: plan them anew
-        await context.services.schedules.reschedule_person(identity.person_id)
     return identity
 
 

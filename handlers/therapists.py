@@ -25,7 +25,7 @@ from bot.db.models import InviteKind, Role
 from bot.services.invites import NotAllowed
 from bot.services.clinic import TherapistSummary
 from handlers.access import refuse, requires
-from handlers.common import keyboard, packer, signed_ids, tell, tell_directly, text
+from handlers.common import keyboard, packer, signed_ids, tell_directly, text
 from handlers.invite import send_invite
 
 # Signed button actions (short: payloads hold at most 64 bytes, some carry two ids).
@@ -181,9 +181,8 @@ async def deactivate(update: Update, context: BotContext) -> None:
         await _refused(update, context, DEACTIVATE_OK, refused)
         return
     await update.callback_query.answer()
-    for client in done.clients:
-        await tell(context, client.person_id, client.language, "therapists.client_notice")
-    # Made inactive just now, so the outbox would not serve them: told directly.
+    # The clients were told by the service, in the same transaction. The therapist was
+    # made inactive just now, so the outbox would not serve them: told directly.
     await tell_directly(context, done.therapist.telegram_id, done.therapist.language, "therapists.deactivated_notice")
     body = await text(
         update, context, "therapists.deactivated",
@@ -239,11 +238,7 @@ async def move(update: Update, context: BotContext) -> None:
         return
     await update.callback_query.answer()
     name = done.to_display_name or await text(update, context, "therapists.no_name")
-    for client in done.clients:
-        await tell(context, client.person_id, client.language, "therapists.moved_client_notice", name=name)
-    target = done.to_therapist
-    await tell(context, target.person_id, target.language, "therapists.moved_therapist_notice",
-               clients=len(done.clients))
+    # The clients and the therapist were told by the service, in the same transaction.
     body = await text(update, context, "therapists.moved", name=name, clients=len(done.clients))
     await update.callback_query.edit_message_text(
         body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])

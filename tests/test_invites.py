@@ -25,6 +25,7 @@ from bot.services.invites import (
     hash_token,
     qr_png,
 )
+from bot.services.names import InvalidAlias
 from bot.services.people import Identity
 
 BOT = "imrs_companion_bot"
@@ -132,7 +133,7 @@ async def test_a_client_invite_belongs_to_its_therapist_and_keeps_the_alias_encr
     dumped = repr(rows).encode()
     assert b"Robin" not in dumped and made.token.encode() not in dumped
     assert hash_token(made.token).encode() in dumped
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidAlias):
         await invites.create(therapist, InviteKind.CLIENT, bot_username=BOT, alias="   ")
     with pytest.raises(ValueError):
         await invites.create(people["staff"], InviteKind.THERAPIST, bot_username=BOT, alias="Robin")

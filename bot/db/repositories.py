@@ -217,9 +217,19 @@ class LinkRepository:
         )
         return {therapist_id: count for therapist_id, count in rows}
 
-    async def end_all_of_therapist(self, therapist_id: int, now: datetime) -> Sequence[int]:
-        """End every active link of a therapist at ``now``; the client ids whose link ended."""
-        client_ids = await self.client_ids_of(therapist_id)
+    async def end_all_of_therapist(self, therapist_id: int, now: datetime) -> Sequence[tuple[int, int]]:
+        """End every active link of a therapist at ``now``; (link id, client id) of each link
+        that ended, longest-linked first."""
+        ended = (
+            await self.session.execute(
+                select(TherapistClientLink.id, TherapistClientLink.client_id)
+                .where(
+                    TherapistClientLink.therapist_id == therapist_id,
+                    TherapistClientLink.ended_at.is_(None),
+                )
+                .order_by(TherapistClientLink.started_at, TherapistClientLink.id)
+            )
+        ).all()
         await self.session.execute(
             update(TherapistClientLink)
             .where(
@@ -229,7 +239,7 @@ class LinkRepository:
             .values(ended_at=now)
             .execution_options(synchronize_session=False)
         )
-        return client_ids
+        return [(link_id, client_id) for link_id, client_id in ended]
 
     async def unlinked_since(self, therapist_id: int, ended_at: datetime) -> Sequence[int]:
         """Clients whose link with this therapist ended at exactly ``ended_at`` and who have

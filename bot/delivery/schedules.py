@@ -198,20 +198,26 @@ class ScheduleService:
                 )
                 await session.delete(schedule)
 
-    async def reschedule_person(self, person_id: int) -> None:
-        """Recompute a person's next occurrences, e.g. after they changed their time zone."""
+    async def reschedule_person(self, person_id: int, *, session: AsyncSession | None = None) -> None:
+        """Recompute a person's next occurrences, e.g. after they changed their time zone;
+        in the caller's ``session`` (transaction) if given, so that the change and the new
+        plan commit together."""
+        if session is None:
+            async with self._sessions.begin() as own:
+                await self._reschedule(own, person_id)
+        else:
+            await self._reschedule(session, person_id)
+
+    async def _reschedule(self, session: AsyncSession, person_id: int) -> None:
         now = self._clock()
-        async with self._sessions.begin() as session:
-            schedules = (
-                await session.scalars(
-                    select(ReminderSchedule).where(ReminderSchedule.person_id == person_id)
-                )
-            ).all()
-            for schedule in schedules:
-                await self._outbox.cancel_pending(
-                    recipient_id=person_id, key_prefix=f"schedule:{schedule.id}:", session=session
-                )
-            await self._recompute(session, schedules, now)
+        schedules = (
+            await session.scalars(select(ReminderSchedule).where(ReminderSchedule.person_id == person_id))
+        ).all()
+        for schedule in schedules:
+            await self._outbox.cancel_pending(
+                recipient_id=person_id, key_prefix=f"schedule:{schedule.id}:", session=session
+            )
+        await self._recompute(session, schedules, now)
 
     async def _recompute(
         self, session: AsyncSession, schedules: Iterable[ReminderSchedule], now: datetime

@@ -7,8 +7,11 @@ a therapist reaches only clients they are actively linked to; staff and admins s
 therapists with counts only, never a client's alias or anything clinical. A refusal
 raises :class:`NotAllowed` (``reason`` "role" or "ownership") and changes nothing.
 
-Messages to other people (a client told their link ended, ...) are sent by the handlers;
-methods return :class:`Recipient` values (a Telegram id and a language) for that.
+Notices to other people (a client told their link ended, ...) are queued in the same
+transaction as the change (bot.services.notices), keyed by the links the change ends or
+starts. Methods still return :class:`Recipient` values (a Telegram id and a language) for
+what the handler says itself, e.g. to a therapist just deactivated, whom the outbox no
+longer serves.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from bot.db.repositories import (
     PeopleRepository,
 )
 from bot.services.invites import InviteService, InviteStatus, NotAllowed, current_person, status_of
-from bot.services.names import clean_alias, clean_display_name
+from bot.services.names import InvalidAlias, InvalidDisplayName, clean_alias, clean_display_name
+from bot.services.notices import Notices
 from bot.services.people import Identity
 
 STAFF_ROLES = frozenset({Role.STAFF, Role.ADMIN})
@@ -115,10 +119,12 @@ class ClinicService:
         self,
         sessions: async_sessionmaker[AsyncSession],
         invites: InviteService,
+        notices: Notices,
         crypto: FieldCrypto | None = None,
     ) -> None:
         self._sessions = sessions
         self._invites = invites  # its clock is "now" for every decision here too
+        self._notices = notices
         self._crypto = crypto
 
     async def _prepare(self, person_ids: Sequence[int]) -> None:
@@ -133,11 +139,12 @@ class ClinicService:
 
         One transaction: the person is created, the invite claimed (atomically, single
         use), the event audited. A claim that fails rolls the person back. Raises
-        ``ValueError`` for an unusable display name, :class:`JoinRefused` otherwise.
+        :class:`InvalidDisplayName` for an unusable display name, :class:`JoinRefused`
+        otherwise.
         """
         name = clean_display_name(display_name)
         if name is None:
-            raise ValueError("unusable display name")
+            raise InvalidDisplayName()
         now = self._invites.now()
         async with self._sessions.begin() as session:
             people = PeopleRepository(session)
@@ -227,10 +234,10 @@ class ClinicService:
 
     async def rename_client(self, actor: Identity, client_id: int, alias: str) -> str:
         """Give one of the actor's clients a new alias (pseudonym); returns it tidied.
-        ``ValueError`` for an unusable alias."""
+        :class:`InvalidAlias` for an unusable alias."""
         cleaned = clean_alias(alias)
         if cleaned is None:
-            raise ValueError("unusable alias")
+            raise InvalidAlias()
         async with self._sessions.begin() as session:
             _therapist, _link, client = await self._own_client(session, actor, client_id)
             client.alias = cleaned
@@ -243,11 +250,16 @@ class ClinicService:
         return cleaned
 
     async def unlink_client(self, actor: Identity, client_id: int) -> Recipient:
-        """End the link with one of the actor's clients; returns the client, to be told."""
+        """End the link with one of the actor's clients, and tell the client (in the same
+        transaction); returns the client."""
         now = self._invites.now()
         async with self._sessions.begin() as session:
             _therapist, link, client = await self._own_client(session, actor, client_id)
             link.ended_at = now
+            await self._notices.queue(
+                session, client.id, client.language, "clients.unlinked_notice",
+                idempotency_key=f"notice:unlinked:{link.id}",
+            )
             await AuditRepository(session).record(
                 actor_telegram_id=actor.telegram_id,
                 actor_role=Role.THERAPIST.value,
@@ -304,8 +316,9 @@ class ClinicService:
             return await self._summary(session, person, await LinkRepository(session).active_counts())
 
     async def deactivate_therapist(self, actor: Identity, therapist_id: int) -> Deactivation:
-        """Deactivate a therapist: their links end now (the clients are to be told), their
-        unused client invites are revoked. Returns who to tell."""
+        """Deactivate a therapist: their links end now and each client is told (in the same
+        transaction), their unused client invites are revoked. Returns the therapist (to be
+        told directly: the outbox no longer serves them) and the clients told."""
         now = self._invites.now()
         async with self._sessions.begin() as session:
             role = await self._staff(session, actor)
@@ -314,7 +327,7 @@ class ClinicService:
                 raise NotAllowed("inactive")
             therapist.active = False
             therapist.deactivated_at = now
-            client_ids = await LinkRepository(session).end_all_of_therapist(therapist.id, now)
+            ended = await LinkRepository(session).end_all_of_therapist(therapist.id, now)
             await session.execute(
                 update(Invite)
                 .where(
@@ -326,7 +339,16 @@ class ClinicService:
                 .execution_options(synchronize_session=False)
             )
             people = PeopleRepository(session)
-            clients = [p for p in [await people.get(i) for i in client_ids] if p is not None]
+            clients: list[Person] = []
+            for link_id, client_id in ended:
+                client = await people.get(client_id)
+                if client is None:
+                    continue
+                clients.append(client)
+                await self._notices.queue(
+                    session, client.id, client.language, "therapists.client_notice",
+                    idempotency_key=f"notice:therapist-deactivated:{link_id}",
+                )
             await AuditRepository(session).record(
                 actor_telegram_id=actor.telegram_id,
                 actor_role=role.value,
@@ -345,7 +367,10 @@ class ClinicService:
         ]
 
     async def move_clients(self, actor: Identity, from_id: int, to_id: int) -> Move:
-        """Link the clients a deactivated therapist left behind to another active therapist."""
+        """Link the clients a deactivated therapist left behind to another active therapist;
+        each client and the therapist are told, in the same transaction. The therapist's
+        notice is keyed by the deactivation it follows, so pressing Move again (nobody left
+        to move) tells them nothing new."""
         now = self._invites.now()
         async with self._sessions.begin() as session:
             role = await self._staff(session, actor)
@@ -357,12 +382,23 @@ class ClinicService:
             client_ids = await links.unlinked_since(source.id, source.deactivated_at)
             people = PeopleRepository(session)
             moved: list[Person] = []
+            name = target.display_name
             for client_id in client_ids:
                 client = await people.get(client_id)
                 if client is None or not client.active:
                     continue
-                await links.add(target.id, client.id, now)
+                link = await links.add(target.id, client.id, now)
                 moved.append(client)
+                await self._notices.queue(
+                    session, client.id, client.language, "therapists.moved_client_notice",
+                    idempotency_key=f"notice:moved:{link.id}",
+                    name=name or self._notices.text("therapists.no_name", client.language),
+                )
+            await self._notices.queue(
+                session, target.id, target.language, "therapists.moved_therapist_notice",
+                idempotency_key=f"notice:moved-to:{target.id}:{source.id}:{int(source.deactivated_at.timestamp())}",
+                clients=len(moved),
+            )
             await AuditRepository(session).record(
                 actor_telegram_id=actor.telegram_id,
                 actor_role=role.value,

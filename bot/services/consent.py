@@ -31,6 +31,7 @@ from bot.db.repositories import AuditRepository, ConsentRepository, LinkReposito
 from bot.db.delivery_models import OutboxKind
 from bot.db.types import utcnow
 from bot.delivery.outbox import OutboxService, PlainMessage
+from bot.services.notices import Notices
 from bot.services.people import Identity
 
 #: The content key of the consent version (the same in every language).
@@ -76,14 +77,15 @@ class Recipient:
 class ConsentChange:
     status: ConsentStatus
     changed: bool  # False when the decision in force already was this one
-    therapist: Recipient | None  # the client's current therapist, to be told
+    therapist: Recipient | None  # the client's current therapist (told already, when changed)
     was_granted: bool = False  # the decision in force before was a grant (of any version)
 
 
 class ConsentService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], content: Content) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], content: Content, notices: Notices) -> None:
         self._sessions = sessions
         self._content = content
+        self._notices = notices
 
     @property
     def current_version(self) -> str:
@@ -155,13 +157,22 @@ class ConsentService:
     # -- decisions ----------------------------------------------------------------------------
 
     async def withdraw(self, actor: Identity) -> ConsentChange:
-        """Record a withdrawal by the client themself (a no-op when already withdrawn)."""
+        """Record a withdrawal by the client themself (a no-op when already withdrawn); their
+        therapist is told, in the same transaction."""
         return await self._decide(actor, ConsentChoice.WITHDRAWN)
 
     async def grant(self, actor: Identity) -> ConsentChange:
         """Record a new grant of the current version by the client themself (for a client
-        who withdrew earlier; joining records its grant in ClientEnrollmentService)."""
+        who withdrew earlier; joining records its grant in ClientEnrollmentService). A grant
+        after a withdrawal is told to the therapist; a grant of a new version while an
+        earlier one was in force changes nothing for them and is not."""
         return await self._decide(actor, ConsentChoice.GRANTED)
+
+    #: The notice to the therapist for each decision (after a grant in force: none).
+    _NOTICES = {
+        ConsentChoice.WITHDRAWN: "account.consent.withdrawn_notice",
+        ConsentChoice.GRANTED: "account.consent.regranted_notice",
+    }
 
     async def _decide(self, actor: Identity, choice: ConsentChoice) -> ConsentChange:
         if actor.person_id is None or actor.role is not Role.CLIENT:
@@ -176,6 +187,15 @@ class ConsentService:
             ):
                 return ConsentChange(ConsentStatus.of(latest), False, therapist, was_granted)
             record = await consents.add(actor.person_id, self.current_version, choice, utcnow())
+            if therapist is not None and not (choice is ConsentChoice.GRANTED and was_granted):
+                # Their pseudonym for the client, nothing else. Keyed by the decision's row.
+                alias = therapist.client_alias or self._content.text(
+                    "account.consent.unnamed_client", therapist.language
+                )
+                await self._notices.queue(
+                    session, therapist.person_id, therapist.language, self._NOTICES[choice],
+                    idempotency_key=f"notice:consent:{record.id}", alias=alias,
+                )
             await AuditRepository(session).record(
                 actor_telegram_id=actor.telegram_id,
                 actor_role=Role.CLIENT.value,

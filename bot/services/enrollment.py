@@ -7,8 +7,12 @@ to the therapist, the consent decision recorded and the join audited. If anythin
 none of it happened and the invite is still unused.
 
 Switching (a client opens another therapist's client link, and confirms) is one
-transaction too: claim, end the old link, start the new one, audit. The old therapist is
-returned so that the handler can tell them, with no pseudonym and nothing clinical.
+transaction too: claim, end the old link, start the new one, audit.
+
+The therapist whose invite was accepted is told (with the pseudonym they gave), and on a
+switch the old therapist too (with no pseudonym and nothing clinical): both notices are
+queued in the same transaction, keyed by the link that starts (``notice:joined:{link}``)
+and the link that ends (``notice:link-ended:{link}``).
 
 Between the steps of the conversation the invite is named by its id in a signed button
 payload (bot.callbacks): only the person who opened the link ever holds it.
@@ -32,6 +36,7 @@ from bot.db.repositories import (
 from bot.db.types import utcnow
 from bot.services.consent import Recipient
 from bot.services.invites import InviteService, InviteStatus, InviteView
+from bot.services.notices import Notices
 from bot.services.people import Identity
 
 
@@ -68,7 +73,7 @@ class AlreadyEnrolled(Exception):
 class Enrollment:
     identity: Identity  # the new client
     therapist_name: str | None
-    therapist: Recipient | None  # to tell that their invite was accepted (alias included)
+    therapist: Recipient | None  # told that their invite was accepted (alias included)
     consent_version: str
 
 
@@ -76,14 +81,17 @@ class Enrollment:
 class Switch:
     identity: Identity
     therapist_name: str | None
-    new_therapist: Recipient | None  # to tell that their invite was accepted
-    old_therapist: Recipient | None  # to tell that the connection ended (no alias!)
+    new_therapist: Recipient | None  # told that their invite was accepted
+    old_therapist: Recipient | None  # told that the connection ended (no alias!)
 
 
 class ClientEnrollmentService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], invites: InviteService) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], invites: InviteService, notices: Notices
+    ) -> None:
         self._sessions = sessions
         self._invites = invites
+        self._notices = notices
 
     async def invite(self, invite_id: int) -> InviteView:
         """The invite a signed button names, as ``InviteService.inspect`` sees it now."""
@@ -138,8 +146,9 @@ class ClientEnrollmentService:
             )
             if await InviteRepository(session).claim(invite.token_hash, client.id, now) is None:
                 raise InviteUnavailable(InviteStatus.USED)  # lost a race: all of this rolls back
-            await LinkRepository(session).add(therapist.id, client.id, utcnow())
+            link = await LinkRepository(session).add(therapist.id, client.id, utcnow())
             await ConsentRepository(session).add(client.id, consent_version, ConsentChoice.GRANTED, utcnow())
+            await self._tell_joined(session, therapist, link.id, client.alias)
             audit = AuditRepository(session)
             for action, detail in (
                 ("consent.granted", {"version": consent_version}),
@@ -187,10 +196,16 @@ class ClientEnrollmentService:
                 old = await people.get(current.therapist_id)
                 if old is not None and old.active:
                     old_therapist = Recipient(old.id, old.telegram_id, old.language)
-            await links.add(therapist.id, client.id, utcnow())
+                    # No pseudonym, nothing clinical.
+                    await self._notices.queue(
+                        session, old.id, old.language, "client_join.switch.ended_notice",
+                        idempotency_key=f"notice:link-ended:{current.id}",
+                    )
+            link = await links.add(therapist.id, client.id, utcnow())
             if invite.alias is not None:
                 client.alias = invite.alias  # the name the new therapist gave
             client.active = True
+            await self._tell_joined(session, therapist, link.id, client.alias)
             await AuditRepository(session).record(
                 actor_telegram_id=identity.telegram_id,
                 actor_role=Role.CLIENT.value,
@@ -204,6 +219,16 @@ class ClientEnrollmentService:
                 new_therapist=Recipient(therapist.id, therapist.telegram_id, therapist.language, client.alias),
                 old_therapist=old_therapist,
             )
+
+    async def _tell_joined(self, session: AsyncSession, therapist: Person, link_id: int, alias: str | None) -> None:
+        """Tell the therapist that their invite was accepted (by the pseudonym they chose)."""
+        if alias:
+            key, params = "client_join.joined_notice", {"alias": alias}
+        else:
+            key, params = "client_join.joined_notice_unnamed", {}
+        await self._notices.queue(
+            session, therapist.id, therapist.language, key, idempotency_key=f"notice:joined:{link_id}", **params
+        )
 
     async def _usable(self, invite_id: int) -> InviteView:
         view = await self.invite(invite_id)

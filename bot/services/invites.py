@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import Invite, InviteKind, Person, Role
 from bot.db.repositories import AuditRepository, InviteRepository, PeopleRepository
 from bot.db.types import utcnow
-from bot.services.names import clean_alias
+from bot.services.names import InvalidAlias, clean_alias
 from bot.services.people import Identity
 
 __all__ = [
@@ -183,14 +183,15 @@ class InviteService:
         alias: str | None = None,
     ) -> NewInvite:
         """Make a one-time invite of ``kind``. Raises :class:`InviteNotAllowed` when the
-        actor's current role may not, and ``ValueError`` for an unusable alias."""
+        actor's current role may not, and :class:`InvalidAlias` for an unusable alias (an
+        alias on another kind of invite is a programming error: ``ValueError``)."""
         kind = InviteKind(kind)
         if alias is not None:
             if kind is not InviteKind.CLIENT:
                 raise ValueError("only client invites carry an alias")
             cleaned = clean_alias(alias)
             if cleaned is None:
-                raise ValueError("unusable alias")
+                raise InvalidAlias()
             alias = cleaned
         token = secrets.token_urlsafe(24)
         now = self.now()

@@ -13,6 +13,14 @@ ALIAS_MIN, ALIAS_MAX = 1, 64
 DISPLAY_NAME_MIN, DISPLAY_NAME_MAX = 2, 64
 
 
+class InvalidAlias(Exception):
+    """A typed alias (pseudonym) that ``clean_alias`` cannot use: the person is asked again."""
+
+
+class InvalidDisplayName(Exception):
+    """A typed display name that ``clean_display_name`` cannot use: the person is asked again."""
+
+
 def _clean(text: str | None, low: int, high: int) -> str | None:
     if text is None:
         return None

@@ -7,7 +7,8 @@ and says when a name is ambiguous. Each language has a short list of likely zone
 content (``account.timezone.suggestions``) for buttons.
 
 Other features read a person's zone from ``Identity.timezone`` (or ``Person.timezone``) and
-make zone-aware datetimes with ``zone_of(name)``.
+make zone-aware datetimes with ``zone_of(name)``. A person's reminders follow their zone:
+changing it plans them anew, in the same transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import Content
 from bot.db.repositories import PeopleRepository
+from bot.delivery.schedules import ScheduleService
 from bot.services.people import Identity
 
 #: Most choices offered for an ambiguous name; beyond that, the person types more.
@@ -131,10 +133,21 @@ def _fingerprint(zone: str) -> tuple[object, ...]:
     )
 
 
+class UnknownLanguage(Exception):
+    """Not a language the bot has content in."""
+
+
+class UnknownZone(Exception):
+    """Not an IANA time zone name (exactly as spelt)."""
+
+
 class PreferencesService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], content: Content) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], content: Content, schedules: ScheduleService
+    ) -> None:
         self._sessions = sessions
         self._content = content
+        self._schedules = schedules
 
     # -- what can be chosen -------------------------------------------------------------------
 
@@ -161,23 +174,30 @@ class PreferencesService:
     # -- changes ------------------------------------------------------------------------------
 
     async def set_language(self, identity: Identity, language: str) -> Identity:
+        """Raises :class:`UnknownLanguage` for a language we do not have."""
         if language not in self._content.languages:
-            raise ValueError("not a language we have")
-        await self._update(identity, language=language)
+            raise UnknownLanguage()
+        async with self._sessions.begin() as session:
+            await self._update(session, identity, language=language)
         return replace(identity, language=language)
 
     async def set_timezone(self, identity: Identity, zone: str) -> Identity:
+        """Store the zone and plan the person's reminders in it, in one transaction. Raises
+        :class:`UnknownZone` for a name that is not an IANA zone."""
         if not is_valid_zone(zone):
-            raise ValueError("not an IANA time zone")
-        await self._update(identity, timezone=zone)
+            raise UnknownZone()
+        async with self._sessions.begin() as session:
+            person_id = await self._update(session, identity, timezone=zone)
+            await self._schedules.reschedule_person(person_id, session=session)
         return replace(identity, timezone=zone)
 
-    async def _update(self, identity: Identity, **values: str) -> None:
+    @staticmethod
+    async def _update(session: AsyncSession, identity: Identity, **values: str) -> int:
         if identity.person_id is None:
             raise PermissionError("only enrolled people have stored preferences")
-        async with self._sessions.begin() as session:
-            person = await PeopleRepository(session).get(identity.person_id)
-            if person is None:
-                raise PermissionError("the person no longer exists")
-            for name, value in values.items():
-                setattr(person, name, value)
+        person = await PeopleRepository(session).get(identity.person_id)
+        if person is None:
+            raise PermissionError("the person no longer exists")
+        for name, value in values.items():
+            setattr(person, name, value)
+        return person.id
