@@ -176,8 +176,8 @@ async def withdraw_asked(update: Update, context: BotContext) -> None:
 async def withdraw_now(update: Update, context: BotContext) -> None:
     """Recorded at once: features that remind or summarise check has_active_consent."""
     await settle(update)
-    change = await context.services.consent.withdraw(await context.identity(update))
-    await say(update, context, "account.consent.now_withdrawn")  # the therapist is told by the service
+    await context.services.consent.withdraw(await context.identity(update))  # the therapist is told
+    await say(update, context, "account.consent.now_withdrawn")
 
 
 @requires(Role.CLIENT)

@@ -233,13 +233,13 @@ async def unlink(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     identity = await context.identity(update)
     try:
-        told = await context.services.clinic.unlink_client(identity, client.client_id)
+        await context.services.clinic.unlink_client(identity, client.client_id)  # the client is told
     except NotAllowed as refused:  # lost in the meantime
         await refuse(update, context, what=f"button:{UNLINK_OK}", reason=refused.reason)
         return ConversationHandler.END
     await update.callback_query.answer()
     body = await text(update, context, "clients.unlinked", alias=await _name(update, context, client, 0))
-    await update.callback_query.edit_message_text(body)  # the client was told by the service
+    await update.callback_query.edit_message_text(body)
     return ConversationHandler.END
 
 

@@ -389,6 +389,31 @@ async def test_a_long_client_list_has_pages(bot: RunningBot, emulator: BotApiEmu
     assert [b.text for b in second.button_list] == ["C08", "C09", "C10", "‹ Previous"]
 
 
+async def test_a_genuine_value_error_is_not_shown_as_an_invalid_name(
+    bot: RunningBot, emulator: BotApiEmulator, content: Content, monkeypatch: pytest.MonkeyPatch
+):
+    """"Invalid name" is a domain outcome (InvalidAlias); a ValueError from a bug reaches the
+    error handler (logged with its stack) and the person gets the generic error message."""
+    anna = await new_therapist(emulator, "Anna", 8051)
+    await add_clients(bot, emulator, anna, ["Robin"], 7050)
+    await anna.send("/clients")
+    listing = await anna.next_message()
+    await anna.press("Robin", listing)
+    page = await anna.wait_for_edit(listing)
+    await anna.press("Rename", page)
+    await anna.next_message()  # what should the client be called?
+
+    def bug(_alias: str | None) -> str | None:
+        raise ValueError("a bug, not the therapist's input")
+
+    monkeypatch.setattr("bot.services.clinic.clean_alias", bug)
+    await anna.send("Robin (Tue)")
+    answer = await anna.next_message()
+    assert starts(answer, content, "errors.generic"), answer.content
+    assert not starts(answer, content, "clients.alias_invalid")
+    assert (await person(bot, 7050)).alias == "Robin"
+
+
 async def test_forged_client_buttons_are_refused_and_audited(
     bot: RunningBot, emulator: BotApiEmulator, content: Content
 ):
