@@ -43,6 +43,7 @@ from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
+from bot.services.safety_plan import SafetyPlanService
 
 _log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ async def open_services(
         progress=ProgressService(sessions),
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
+        safety_plans=SafetyPlanService(sessions),
     )
 
 

@@ -43,6 +43,7 @@ from handlers import (
     preferences,
     progress,
     reminders,
+    safety_plan,
     start,
     therapists,
 )
@@ -63,6 +64,9 @@ def conversations(content: Content) -> list[BaseHandler]:
         preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
         reminders.build(fallbacks, free_text),  # /reminders (clients)
         exercises.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
+        # /safetyplan: the client's own safety plan; its buttons work from any message
+        # (handlers.safety_plan.show_plan is what the crisis path shows)
+        safety_plan.build(fallbacks, free_text, content),
     ]
 
 
