@@ -628,6 +628,7 @@ async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBo
     restricted button, validly signed for the presser, pressed by every role that may not."""
     buttons = reachable_buttons(bot.application)
     assert {"cl.open", "cl.unlink_ok", "th.deact_ok", "th.move_to", "st.invite"} <= set(buttons)
+    assert {"splan:begin", "splan:edit", "splan:share", "splan:unshare", "splan:delete_yes"} <= set(buttons)
     people: dict[Role | None, SimUser] = {}
     for n, role in enumerate([None, *Role]):
         telegram_id = ADMIN_ID if role is Role.ADMIN else 9000 + n
