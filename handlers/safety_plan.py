@@ -5,6 +5,8 @@
         │            (each: typed answer, saved at once; Skip; ✋ Stop)
         ├──► a plan begun: what it holds, then [Go on at step N] or [Start over] (confirmed)
         └──► a plan made: shown at once, with [Change a step] [Share | Stop sharing] [Delete]
+                                                    └──► which step? ──► its question, with
+                                                         what it holds now ──► the plan again
 
 In a crisis the plan must be one command away: a finished plan is shown at once, without a
 question first, and ``show_plan`` shows it from anywhere (the crisis path calls it).
@@ -122,7 +124,7 @@ def plan_messages(content: Content, language: str, plan: Plan) -> list[str]:
 async def _plan_buttons(update: Update, context: BotContext, plan: Plan) -> InlineKeyboardMarkup:
     rows = []
     if not plan.complete:
-        rows.append([(await text(update, context, "safetyplan.buttons.continue", step=plan.steps_done + 1), BEGIN)])
+        rows.append([(await text(update, context, "safetyplan.buttons.continue", step=plan.steps_done + 1), GO_ON)])
     rows.append([(await text(update, context, "safetyplan.buttons.edit"), EDIT_ASK)])
     if plan.shared_with_therapist:
         rows.append([(await text(update, context, "safetyplan.buttons.unshare"), UNSHARE)])
@@ -560,7 +562,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: 
     ]
     waiting_for_buttons = MessageHandler(free_text, use_the_buttons)
     states: dict[object, list[BaseHandler]] = {
-        RESUME: [button(go_on, GO_ON), button(start_over_asked, OVER), waiting_for_buttons],
+        RESUME: [button(start_over_asked, OVER), waiting_for_buttons],  # Go on: an entry point
         RESTART: [button(start_over_confirmed, OVER_YES), button(go_on, OVER_NO), waiting_for_buttons],
         PICK: [CallbackQueryHandler(step_picked, pattern=PICKED), waiting_for_buttons],
     }
@@ -580,6 +582,7 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: 
             CommandHandler("safetyplan", safetyplan_command),
             # The buttons of a shown plan and of the questions after it: from any message.
             button(begin_button, BEGIN),
+            button(go_on, GO_ON),
             button(edit_asked, EDIT_ASK),
             button(share, SHARE),
             button(unshare, UNSHARE),
