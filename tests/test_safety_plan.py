@@ -534,3 +534,26 @@ def test_a_full_plan_is_split_over_messages_within_telegrams_limit(lang: str):
     assert sum(m.count("• <&>") for m in shown) == 6, "every step, escaped, in order"
     short = plan_messages(content, lang, Plan({step: "a" for step in SAFETY_PLAN_STEPS}, 3, False))
     assert len(short) == 1
+
+
+async def test_a_dutch_client_gets_the_plan_in_dutch(bot: RunningBot, emulator: BotApiEmulator):
+    therapist = await add_person(bot, 8001, Role.THERAPIST, display_name="Dr. Jansen")
+    client = emulator.user(8101, first_name="Sam", language_code="nl")
+    await join(client, await client_token(bot, therapist), language="Nederlands")
+    await client.send("/safetyplan")
+    assert says(await client.next_message(), "safetyplan.intro", "nl")
+    first = await client.next_message()
+    assert first.content.startswith("Stap 1 van 6 · Waarschuwingssignalen")
+    assert labels(first) == ["Overslaan", "✋ Stop"]
+    await client.send("stoppen" if "stoppen" in content.texts("cancel.stop_words", "nl") else "stop")
+    assert says(await client.next_message(), "safetyplan.stop.stopped", "nl")
+    await client.send("/safetyplan")  # nothing written yet: the intro again
+    assert says(await client.next_message(), "safetyplan.intro", "nl")
+    await client.next_message()
+    await client.send("Ik slaap slecht")
+    await client.send("/stop")
+    await client.wait_for(lambda m: says(m, "safetyplan.stop.stopped", "nl"))
+    await client.send("/safetyplan")
+    plan = await client.next_message()
+    assert plan.content.startswith("Mijn veiligheidsplan") and "• Ik slaap slecht" in plan.content
+    assert labels(await client.next_message()) == ["Verder bij stap 2", "Opnieuw beginnen", "✋ Stop"]
