@@ -46,6 +46,7 @@ from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.notices import Notices
 from bot.services.preferences import PreferencesService
+from bot.services.safety_plan import SafetyPlanService
 
 _log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ async def open_services(
         learning=LearningService(sessions, content),
         safety=SafetyDetector.from_content(content.root, settings.default_language),
         safety_flags=SafetyFlagService(sessions, outbox, content, alert_policy=settings.risk_alert),
+        safety_plans=SafetyPlanService(sessions),
     )
 
 

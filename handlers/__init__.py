@@ -46,6 +46,7 @@ from handlers import (
     progress,
     reminders,
     safety,
+    safety_plan,
     start,
     therapists,
 )
@@ -67,6 +68,9 @@ def conversations(content: Content) -> list[BaseHandler]:
         reminders.build(fallbacks, free_text),  # /reminders (clients)
         exercises.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
         safety.build(fallbacks, free_text),  # a note for the therapist, inside a safety pause
+        # /safetyplan: the client's own safety plan; its buttons work from any message
+        # (handlers.safety_plan.show_plan is what the crisis path shows)
+        safety_plan.build(fallbacks, free_text, content),
     ]
 
 

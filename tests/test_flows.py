@@ -62,6 +62,12 @@ async def _safe_place_question(user: SimUser) -> None:
     assert (await user.next_message()).content.startswith(safe_prompt(0))
 
 
+async def _safety_plan_step(user: SimUser) -> None:
+    await user.send("/safetyplan")
+    assert says(await user.next_message(), "safetyplan.intro")
+    assert (await user.next_message()).content.startswith("Step 1 of 6")
+
+
 async def _invite_alias(user: SimUser) -> None:
     await user.send("/invite")
     assert says(await user.next_message(), "invite.ask_alias")
@@ -88,7 +94,9 @@ SAFE_PLACE = Step("practice", _safe_place_question, "a quiet beach", lambda m: m
 INVITE = Step("client_invite", _invite_alias, "Tuesday", lambda m: m.content.startswith("Invite link for Tuesday"))
 RENAME = Step("clients", _rename_client, "Robin (Tue)", lambda m: m.content.startswith("Done: this client is now called Robin (Tue)."))
 
-CLIENT_STEPS = [REMINDER, TIMEZONE, SAFE_PLACE]
+SAFETY_PLAN = Step("safetyplan", _safety_plan_step, "I sleep badly", lambda m: m.content.startswith("Step 2 of 6"))
+
+CLIENT_STEPS = [REMINDER, TIMEZONE, SAFE_PLACE, SAFETY_PLAN]
 THERAPIST_STEPS = [INVITE, RENAME, TIMEZONE]
 
 

@@ -39,6 +39,7 @@ APP_TABLES = {
     "outbox", "reminder_schedules", "quiet_hours", "delivery_instances",  # 0004
     "learn_progress", "therapist_questions",  # 0005
     "practice_sessions", "safe_places",  # 0006
+    "safety_plans",  # 0010
     "safety_flags",  # 0011
 }
 
@@ -159,6 +160,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_practice_sessions_client_id_people",
         "fk_safe_places_client_id_people",
         "fk_safety_flags_client_id_people",
+        "fk_safety_plans_client_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
@@ -173,6 +175,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ck_reminder_schedules_weekdays",
         "ck_learn_progress_pages_read_not_negative",
         "ck_therapist_questions_page_positive",
+        "ck_safety_plans_steps_done_range",
     }
     assert {
         "ix_audit_events_occurred_at",

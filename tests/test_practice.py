@@ -667,6 +667,7 @@ async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBo
     signed = {action for _, action in buttons.values() if action}
     assert {"cl.open", "cl.unlink_ok", "th.deact_ok", "th.move_to", "st.invite"} <= signed
     assert any(action is None for _, action in buttons.values()), "unsigned patterns are pressed too"
+    assert {f"^{re.escape(a)}$" for a in ("splan:begin", "splan:edit", "splan:share", "splan:unshare", "splan:delete_yes")} <= set(buttons)
     people: dict[Role | None, SimUser] = {}
     for n, role in enumerate([None, *Role]):
         telegram_id = ADMIN_ID if role is Role.ADMIN else 9000 + n

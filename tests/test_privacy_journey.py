@@ -35,8 +35,10 @@ SUMMARY = "Qzx Summarymarker: stress 7 of 10"  # a clinical message the bot send
 SAFE_PLACE = ["Qzx Seemarker", "Qzx Hearmarker", "Qzx Feelmarker"]  # /practice: the safe place
 BOUNDARY = "Qzx Narrativemarker can you guide me through rescripting the memory of my father?"
 NOTE = "Qzx Notemarker it comes up at night"  # the client's own note with a flag for the therapist
+SAFETY_PLAN = [f"Qzx Planmarker{n} step {n}\nQzx Planmarker{n} again" for n in range(1, 7)]  # /safetyplan
 MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker",
-           "Seemarker", "Hearmarker", "Feelmarker", "Narrativemarker", "Notemarker"]
+           "Seemarker", "Hearmarker", "Feelmarker", "Narrativemarker", "Notemarker",
+           *(f"Planmarker{n}" for n in range(1, 7))]
 
 
 def encrypted_columns() -> list[tuple[str, str]]:
@@ -131,10 +133,22 @@ async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
     await client.send(NOTE)
     assert (await client.next_message()).content.startswith("Thank you: your note is saved")
 
+    # /safetyplan: the six steps of the client's safety plan, in their words (encrypted).
+    await client.send("/safetyplan")
+    await client.next_message()  # intro
+    for words in SAFETY_PLAN:
+        await client.next_message()  # the step's question
+        await client.send(words)
+    assert "Planmarker6" in (await client.wait_for(lambda m: m.content.startswith("My safety plan"))).content
+    await client.next_message()  # finished
+    await client.press("Yes, share it", await client.next_message())
+    await client.next_message()
+
     await client.send("/mydata")
     export = await client.wait_for(lambda m: m.document is not None)
     data = json.loads(export.document.data)
     assert ALIAS in json.dumps(data, ensure_ascii=False), "the export is decrypted for its owner"
+    assert "Planmarker3" in json.dumps(data["tables"]["safety_plans"], ensure_ascii=False)
 
     await therapist.send("/clients")
     listing = await therapist.wait_for(lambda m: m.content.startswith("Your clients"))

@@ -357,6 +357,48 @@ class SafePlace(Base):
         return f"<SafePlace id={self.id}>"
 
 
+# The six steps of a safety plan (Stanley & Brown, 2012), in order: the attribute names of
+# SafetyPlan, the names of their texts in content (safetyplan.steps.<step>) and of the
+# conversation's states. Never rename one: its values are bound to the column name.
+SAFETY_PLAN_STEPS = (
+    "warning_signs",  # 1 the signs that a crisis may be coming
+    "coping",  # 2 what I can do on my own to feel a little better
+    "distraction",  # 3 people and places that take my mind off things
+    "ask_for_help",  # 4 people I can ask for help
+    "professionals",  # 5 professionals and services I can contact
+    "safe_environment",  # 6 making my surroundings safer
+)
+SAFETY_PLAN_STEP_MAX = 1000  # characters per step (a few short items, one a line)
+
+
+class SafetyPlan(Base):
+    """A client's own safety plan (/safetyplan, bot.services.safety_plan): six steps in their
+    words, each encrypted under the client's key. One per client. ``steps_done`` (how many
+    steps the client has gone through, answered or skipped) is where building it resumes;
+    the therapist may read it only while ``shared_with_therapist`` is true."""
+
+    __tablename__ = "safety_plans"
+    __table_args__ = (CheckConstraint("steps_done BETWEEN 0 AND 6", name="steps_done_range"),)
+
+    id: Mapped[int] = row_id_column()
+    client_id: Mapped[int] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    warning_signs: Mapped[str | None] = encrypted(owner="client_id", max_length=SAFETY_PLAN_STEP_MAX)
+    coping: Mapped[str | None] = encrypted(owner="client_id", max_length=SAFETY_PLAN_STEP_MAX)
+    distraction: Mapped[str | None] = encrypted(owner="client_id", max_length=SAFETY_PLAN_STEP_MAX)
+    ask_for_help: Mapped[str | None] = encrypted(owner="client_id", max_length=SAFETY_PLAN_STEP_MAX)
+    professionals: Mapped[str | None] = encrypted(owner="client_id", max_length=SAFETY_PLAN_STEP_MAX)
+    safe_environment: Mapped[str | None] = encrypted(owner="client_id", max_length=SAFETY_PLAN_STEP_MAX)
+    steps_done: Mapped[int] = mapped_column(default=0, server_default="0")
+    shared_with_therapist: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:  # no words in logs
+        return f"<SafetyPlan id={self.id} steps_done={self.steps_done} shared={self.shared_with_therapist}>"
+
+
 from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outbox, schedules: their tables join the metadata)
 
 

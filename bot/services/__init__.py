@@ -32,6 +32,7 @@ from bot.services.preferences import PreferencesService
 from bot.services.reminders import ReminderService
 from bot.safety import SafetyDetector
 from bot.services.safety_flags import SafetyFlagService
+from bot.services.safety_plan import SafetyPlanService
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Services:
     learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries
     safety: SafetyDetector  # routes a client's typed message: risk, boundary or none (handlers/safety.py)
     safety_flags: SafetyFlagService  # what the safety layer keeps for the therapist; risk alerts
+    safety_plans: SafetyPlanService  # /safetyplan: a client's own safety plan (owner-checked)
 
     async def close(self) -> None:
         try:
