@@ -43,6 +43,7 @@ from bot.db.models import Role
 from bot.flows import FlowHooks
 from bot.services.safety_flags import NotAClient, NoteTooLong
 from handlers.access import public, requires
+from handlers.safety_plan import show_plan
 from handlers.common import (
     FLOW_BACK,
     FLOW_END,
@@ -236,13 +237,8 @@ async def crisis_answer(update: Update, context: BotContext) -> None:
 
 
 async def _offer_safety_plan(update: Update, context: BotContext) -> None:
-    """The client's own safety plan, shown at once (handlers/safety_plan.py) when it exists."""
-    try:
-        from handlers.safety_plan import show_plan  # noqa: PLC0415  (built beside this layer)
-    except ImportError:
-        return
-    if (await context.identity(update)).role is Role.CLIENT:
-        await show_plan(update, context)
+    """The client's own safety plan, shown at once, or offered to be made."""
+    await show_plan(update, context)
 
 
 def screening() -> list[BaseHandler]:

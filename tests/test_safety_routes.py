@@ -81,6 +81,8 @@ async def test_yes_shows_the_lines_again_and_alerts_the_therapist_without_clinic
     assert says(confirmed, "safety.crisis.confirmed") and crisis_lines_first_line() in confirmed.content
     assert says(await client.next_message(), "safety.crisis.instructions")
     assert says(await client.next_message(), "safety.crisis.therapist_alerted")
+    offer = await client.next_message()  # no safety plan yet: offered, one button away
+    assert says(offer, "safetyplan.none") and labels(offer) == ["Make my safety plan"]
 
     alert = await therapist.wait_for(lambda m: "may need contact" in m.content, timeout=10)
     assert alert.content.startswith("K7 may need contact.")
