@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # A factor on every timing of the paced exercises (breathing, muscle relaxation): 1.0 in
     # production; smaller for demonstrations and tests.
     practice_time_scale: float = Field(default=1.0, gt=0, le=10)
+    # A clinic's own crisis lines (the shape of content/crisis_lines.yaml): each country in it
+    # replaces the built-in entry. Checked at start; a malformed entry stops the bot.
+    crisis_lines_file: Path | None = None
 
     # -- validation ---------------------------------------------------------------------------
 

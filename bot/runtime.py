@@ -43,6 +43,7 @@ from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
+from bot.safety.resources import load_crisis_lines
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ async def open_services(
     migrated with ``imrs-bot migrate`` (a release step), so two instances never race.
     The key store always migrates itself (see bot.db.migrate.ensure_keystore_schema)."""
     content = Content(default_language=settings.default_language)
+    crisis = load_crisis_lines(override=settings.crisis_lines_file)  # a malformed entry stops here
     keyring = load_keyring(
         keys_json=settings.imrs_keys.get_secret_value() if settings.imrs_keys else None,
         keys_file=settings.imrs_keys_file,
@@ -104,6 +106,7 @@ async def open_services(
         progress=ProgressService(sessions),
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
+        crisis=crisis,
     )
 
 

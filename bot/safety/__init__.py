@@ -1,0 +1,1 @@
+"""Clinical safety: crisis resources, and what keeps the bot from guiding work on memories."""
