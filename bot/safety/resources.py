@@ -89,13 +89,23 @@ def load_crisis_lines(path: Path = CRISIS_LINES_FILE, override: Path | None = No
 def parse_file(path: Path) -> dict[str, CountryResources]:
     """Every country of one crisis-lines file, or ``CrisisLinesError`` for the first problem."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_text(encoding="utf-8")
+        duplicate = _first_duplicate(yaml.compose(raw))
+        data = yaml.safe_load(raw)
     except OSError:
         raise CrisisLinesError(f"{path}: cannot read the crisis-lines file (see CRISIS_LINES_FILE in README.md)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise CrisisLinesError(f"{path}: not valid YAML{where}") from None
+    if duplicate is not None:
+        (top, *rest), line = duplicate
+        if top == "countries" and len(rest) == 1:
+            raise CrisisLinesError(f"{path}: country {rest[0]} is written twice (line {line})")
+        if top == "countries" and len(rest) >= 2:
+            field = "".join(f".{p}" if not p.startswith("[") else p for p in rest[1:]).lstrip(".")
+            raise CrisisLinesError(f"{path}: country {rest[0]}, {field}: written twice (line {line})")
+        raise CrisisLinesError(f"{path}: {'.'.join([top, *rest])} is written twice (line {line})")
     countries = data.get("countries") if isinstance(data, dict) else None
     if not isinstance(countries, dict):
         raise CrisisLinesError(f"{path}: needs 'countries:', a mapping of country codes to entries")
@@ -110,6 +120,27 @@ def parse_file(path: Path) -> dict[str, CountryResources]:
             field = f", {problem.field}" if problem.field else ""
             raise CrisisLinesError(f"{path}: country {code}{field}: {problem.message}")
     return parsed
+
+
+def _first_duplicate(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], int] | None:
+    """(path, line) of the first key written twice: YAML keeps the last one silently, so a
+    second "BE:" would replace the first without a word."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(getattr(key_node, "value", ""))
+            if key in seen:
+                return (*path, key), key_node.start_mark.line + 1
+            seen.add(key)
+            found = _first_duplicate(value_node, (*path, key))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value, 1):
+            found = _first_duplicate(item, (*path, f"[{index}]"))
+            if found:
+                return found
+    return None
 
 
 class _Bad(Exception):
