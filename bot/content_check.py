@@ -647,6 +647,9 @@ def check_content(root: Path = CONTENT_DIR) -> Report:
 # - ``crisis_coverage_problems``: content/crisis_lines.yaml is well formed and every country
 #   the time-zone buttons offer (account.timezone.suggestions, in every language) has an
 #   entry with its source and the date it was checked.
+# - ``feature_problems``: no text names a feature the bot does not have yet (the planned
+#   features and their words are in content/features.yaml), unless a ``# FEATURE`` comment
+#   stands directly above it.
 
 import ast  # noqa: E402 (kept with the checks that use it)
 
@@ -822,4 +825,63 @@ def crisis_coverage_problems(root: Path = CONTENT_DIR) -> list[Problem]:
     return checker.report.problems
 
 
-EXTRA_CHECKS = (command_problems, reminder_word_problems, crisis_coverage_problems)
+FEATURES_FILE = "features.yaml"
+
+
+def _comment_above(path: Path, line: int | None) -> str:
+    """The comment lines directly above ``line`` (1-based) of a file, joined."""
+    if not line:
+        return ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[str] = []
+    index = line - 2
+    while index >= 0 and lines[index].strip().startswith("#"):
+        found.append(lines[index])
+        index -= 1
+    return "\n".join(found)
+
+
+def feature_problems(root: Path = CONTENT_DIR) -> list[Problem]:
+    """Texts naming a planned feature (content/features.yaml) as if the bot had it."""
+    checker, loader = _Checker(root), _loader(root)
+    path = root / FEATURES_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        planned = [
+            (str(entry["feature"]), {lang: [re.compile(p, re.IGNORECASE) for p in entry.get(lang, [])]
+                                     for lang in entry if lang != "feature"})
+            for entry in data.get("planned", [])
+        ]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, re.error) as exc:
+        checker.problem(path, None, f"cannot read the planned features ({type(exc).__name__}): "
+                                    "each needs 'feature' and a list of patterns per language")
+        return checker.report.problems
+
+    def named(text: str, lang: str) -> str | None:
+        plain = html.unescape(_TAG.sub("", text))
+        return next((feature for feature, patterns in planned
+                     if any(p.search(plain) for p in patterns.get(lang, []))), None)
+
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for yaml_file in {id(f): f for f in loader.load_language(lang).values()}.values():
+            for key_path, value in _leaves(yaml_file.data):
+                if not isinstance(value, str):
+                    continue
+                feature = named(value, lang)
+                key_line = yaml_file.lines.get(key_path, (None, None))[0]
+                if feature and "FEATURE" not in _comment_above(yaml_file.path, key_line):
+                    checker.problem(yaml_file.path, key_line,
+                                    f"{_dotted(key_path)} names {feature}, which the bot does not have yet "
+                                    f"(see {FEATURES_FILE})")
+        for module in sorted((root / lang / LEARN_DIR).glob("*.md")):
+            text = module.read_text(encoding="utf-8")
+            front, _, pages = text.partition("\n---\n")
+            feature = named(pages, lang)
+            if feature and "# FEATURE" not in front:
+                checker.problem(module, None, f"names {feature}, which the bot does not have yet (see {FEATURES_FILE})")
+    return checker.report.problems
+
+
+EXTRA_CHECKS = (command_problems, reminder_word_problems, crisis_coverage_problems, feature_problems)

@@ -468,3 +468,25 @@ def test_every_offered_country_needs_a_crisis_entry(copy):
 def test_a_malformed_crisis_file_is_reported(copy):
     replace(copy / "crisis_lines.yaml", 'emergency: "000"', "emergency: 000")
     assert_reported(copy, "crisis_lines.yaml", "country AU, emergency")
+
+
+def test_a_text_naming_a_feature_not_built_yet_is_reported(copy):
+    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
+            "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
+    assert_reported(copy, "en/bot.yaml", "help.client names the pre-appointment check-in")
+    add_page(copy / "nl" / "learn" / "safety.md", "Je therapeut leest je samenvatting.")
+    assert_reported(copy, "nl/learn/safety.md", "names summaries for the therapist")
+    # A text kept ready for the feature, marked `# FEATURE` above its key, is not reported.
+    found = problems(copy)
+    assert not any("outbox.check_in_prompt" in p for p in found)
+
+
+def test_a_feature_that_lands_is_deleted_from_the_list(copy):
+    text = (copy / "features.yaml").read_text(encoding="utf-8")
+    start, end = text.index("  - feature: the pre-appointment check-in"), text.index("  - feature: summaries")
+    (copy / "features.yaml").write_text(text[:start] + text[end:], encoding="utf-8")
+    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
+            "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
+    replace(copy / "nl" / "bot.yaml", "    /learn — korte pagina's over imaginaire rescripting\n    /practice",
+            "    /learn — korte pagina's over imaginaire rescripting\n    Vóór een afspraak: een korte check-in.\n    /practice")
+    assert check_content(copy).ok
