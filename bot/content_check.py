@@ -636,7 +636,7 @@ def check_content(root: Path = CONTENT_DIR) -> Report:
 #
 # - ``command_problems``: a text that names a command (``/word``) names one that exists, and
 #   one its reader's role has. The commands that exist are those the handlers register
-#   (``CommandHandler("word", ...)`` in handlers/*.py, read with ``ast``, no bot started); a
+#   (``CommandHandler("word", ...)`` in handlers/**/*.py, read with ``ast``, no bot started); a
 #   role has the commands of its menu in ``commands:`` plus registered commands that are in
 #   no menu (``/stop``). Who reads a text comes from ``TEXT_AUDIENCE`` below (by key; learn
 #   modules are written for clients); a text not listed there may name any role's command.
@@ -697,7 +697,7 @@ _COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
 def registered_commands(handlers_dir: Path = HANDLERS_DIR) -> set[str]:
     """Every command a ``CommandHandler`` is registered for in the handler modules."""
     found: set[str] = set()
-    for path in sorted(handlers_dir.glob("*.py")):
+    for path in sorted(handlers_dir.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and node.args):
