@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # A client who answers yes to the crisis question: alert their therapist at once
     # ("immediate") or only flag it for the next summary ("summary").
     risk_alert: Literal["immediate", "summary"] = "immediate"
+    # A clinic's own crisis lines (the shape of content/crisis_lines.yaml): each country in it
+    # replaces the built-in entry. Checked at start; a malformed entry stops the bot.
+    crisis_lines_file: Path | None = None
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -647,4 +647,265 @@ def check_content(root: Path = CONTENT_DIR) -> Report:
     """Check a content folder; the report lists problems as ``file:line: what``."""
     if not root.is_dir():
         raise ContentError(f"{root}: no such content folder")
-    return _Checker(root).run()
+    report = _Checker(root).run()
+    if REFERENCE_LANGUAGE in report.languages:
+        for extra in EXTRA_CHECKS:  # defined below: commands, reminder words, crisis lines
+            report.problems.extend(extra(root))
+    return report
+
+
+# -- commands, reminder words and crisis lines (issue 12) ------------------------------------------
+#
+# Three self-contained checks, run after the ones above by ``check_content``:
+#
+# - ``command_problems``: a text that names a command (``/word``) names one that exists, and
+#   one its reader's role has. The commands that exist are those the handlers register
+#   (``CommandHandler("word", ...)`` in handlers/**/*.py, read with ``ast``, no bot started); a
+#   role has the commands of its menu in ``commands:`` plus registered commands that are in
+#   no menu (``/stop``). Who reads a text comes from ``TEXT_AUDIENCE`` below (by key; learn
+#   modules are written for clients); a text not listed there may name any role's command.
+#   Every command in a menu must be registered too.
+# - ``reminder_word_problems``: in Dutch, "herinnering" means both memory and reminder; a
+#   practice reminder is an "oefenmelding". No form of "herinner" in reminder texts, and no
+#   "herinnering" in a sentence about sending, pausing or stopping messages.
+# - ``crisis_coverage_problems``: content/crisis_lines.yaml is well formed and every country
+#   the time-zone buttons offer (account.timezone.suggestions, in every language) has an
+#   entry with its source and the date it was checked.
+# - ``feature_problems``: no text names a feature the bot does not have yet (the planned
+#   features and their words are in content/features.yaml), unless a ``# FEATURE`` comment
+#   stands directly above it.
+
+import ast  # noqa: E402 (kept with the checks that use it)
+
+HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
+ROLES = ("everyone", "client", "therapist", "staff", "admin")
+#: Who reads a text, by key (the longest matching prefix wins). Not listed: anyone.
+TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
+    "help.everyone": ("everyone",),
+    "help.client": ("client",),
+    "help.therapist": ("therapist",),
+    "help.staff": ("staff",),
+    "help.admin": ("admin",),
+    "account.delete": ("client",),
+    "account.consent": ("client",),
+    "account.consent.withdrawn_notice": ("therapist",),
+    "account.consent.regranted_notice": ("therapist",),
+    "account.mydata": ("client",),
+    "consent": ("client",),
+    "outbox": ("client",),
+    "exercises": ("client",),
+    "progress": ("client",),
+    "reminders": ("client",),
+    "client_join": ("client",),
+    "client_join.joined_notice": ("therapist",),
+    "client_join.joined_notice_unnamed": ("therapist",),
+    "client_join.switch.ended_notice": ("therapist",),
+    "learn": ("everyone", "client", "therapist", "staff", "admin"),
+    "learn.summary_question": ("therapist",),
+    "learn-module": ("client",),
+    "practice.joined_therapist": ("therapist",),
+    "practice.joined_staff": ("staff",),
+    "invite": ("therapist", "staff", "admin"),
+    "clients": ("therapist",),
+    "clients.unlinked_notice": ("client",),
+    "therapists": ("staff", "admin"),
+    "therapists.deactivated_notice": ("therapist",),
+    "therapists.moved_therapist_notice": ("therapist",),
+    "therapists.client_notice": ("client",),
+    "therapists.moved_client_notice": ("client",),
+    "staff": ("admin",),
+}
+_COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
+
+
+def registered_commands(handlers_dir: Path = HANDLERS_DIR) -> set[str]:
+    """Every command a ``CommandHandler`` is registered for in the handler modules."""
+    found: set[str] = set()
+    for path in sorted(handlers_dir.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name != "CommandHandler":
+                continue
+            first = node.args[0]
+            items = first.elts if isinstance(first, (ast.List, ast.Tuple)) else [first]
+            found.update(i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str))
+    return found
+
+
+def audience(key: str) -> tuple[str, ...]:
+    """The roles that read the text ``key`` (all roles when not listed in TEXT_AUDIENCE)."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        found = TEXT_AUDIENCE.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    return ROLES
+
+
+def _loader(root: Path) -> _Checker:
+    """A checker used only to read files (with line numbers): its own problems (a file that
+    does not parse, ...) are the main check's to report, not repeated here."""
+    return _Checker(root)
+
+
+def command_problems(root: Path = CONTENT_DIR, handlers_dir: Path = HANDLERS_DIR) -> list[Problem]:
+    checker, loader = _Checker(root), _loader(root)
+    registered = registered_commands(handlers_dir)
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = loader.load_language(lang)
+        menus_file = files.get("commands")
+        menus: dict[str, set[str]] = {}
+        if menus_file is not None and isinstance(menus_file.data.get("commands"), dict):
+            for role, table in menus_file.data["commands"].items():
+                menus[str(role)] = {str(c) for c in table} if isinstance(table, dict) else set()
+                for command in menus[str(role)] - registered:
+                    checker.problem(menus_file.path, menus_file.line(("commands", role, command)),
+                                    f"commands.{role}: /{command} is in the menu but no handler registers it")
+        hidden = registered - set().union(*menus.values()) if menus else registered
+
+        def allowed(roles: tuple[str, ...]) -> set[str]:
+            return set().union(*(menus.get(r, set()) for r in roles)) | hidden if menus else registered
+
+        def check(text: str, key: str, roles: tuple[str, ...], where: Path, line_of) -> None:
+            for index, line in enumerate(text.splitlines()):
+                for command in _COMMAND.findall(line):
+                    if command not in registered:
+                        checker.problem(where, line_of(index), f"{key}: /{command} is not a command the bot has")
+                    elif command not in allowed(roles):
+                        checker.problem(where, line_of(index),
+                                        f"{key}: /{command} is not in the menu of {' or '.join(roles)}, who read this text")
+
+        for yaml_file in {id(f): f for f in files.values()}.values():
+            for path, value in _leaves(yaml_file.data):
+                if isinstance(value, str) and path and path[0] != "commands":
+                    key = _dotted(path)
+                    check(value, key, audience(key), yaml_file.path, lambda o, p=path, f=yaml_file: f.line(p, o))
+        for module in sorted((root / lang / LEARN_DIR).glob("*.md")):
+            text = module.read_text(encoding="utf-8")
+            check(text, f"learn module {module.stem}", audience("learn-module"), module, lambda o: o + 1)
+    return checker.report.problems
+
+
+_REMINDER_KEYS = ("reminders", "outbox.practice_reminder", "outbox.practice_reminder_for",
+                  "outbox.buttons.reminder", "commands.client.reminders")
+_REMINDER_CONTEXT = re.compile(
+    r"oefen|samenvatting|check-in|verstu|\bstuur|gestuurd|\bpauzeren\b|gepauzeerd|/reminders|tijdstip|melding",
+    re.IGNORECASE)
+
+
+def reminder_word_problems(root: Path = CONTENT_DIR, language: str = "nl") -> list[Problem]:
+    checker, loader = _Checker(root), _loader(root)
+    if not (root / language).is_dir():
+        return []
+    files = loader.load_language(language)
+    for yaml_file in {id(f): f for f in files.values()}.values():
+        for path, value in _leaves(yaml_file.data):
+            if not isinstance(value, str):
+                continue
+            key = _dotted(path)
+            is_reminder = any(key == k or key.startswith(k + ".") for k in _REMINDER_KEYS)
+            for index, line in enumerate(value.splitlines()):
+                for clause in re.split(r"(?<=[.!?;:])\s+|\s+[—–]\s+", line):
+                    word = re.search(r"herinner\w*", clause, re.IGNORECASE)
+                    if word is None:
+                        continue
+                    if is_reminder or (word.group(0).lower().startswith("herinnering") and _REMINDER_CONTEXT.search(clause)):
+                        checker.problem(yaml_file.path, yaml_file.line(path, index),
+                                        f"{key}: \"{word.group(0)}\" also means memory; a practice reminder is an "
+                                        "\"oefenmelding\" (or \"melding\")")
+    return checker.report.problems
+
+
+def crisis_coverage_problems(root: Path = CONTENT_DIR) -> list[Problem]:
+    from bot.safety.resources import CrisisLinesError, country_of_zone, parse_file
+
+    checker, loader = _Checker(root), _loader(root)
+    lines_file = root / "crisis_lines.yaml"
+    try:
+        countries = parse_file(lines_file)
+    except CrisisLinesError as exc:
+        checker.problem(lines_file, None, str(exc).split(": ", 1)[-1])
+        return checker.report.problems
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = loader.load_language(lang)
+        account = files.get("account")
+        suggestions = account.data.get("account", {}).get("timezone", {}).get("suggestions") if account else None
+        if not isinstance(suggestions, list):
+            continue
+        for index, entry in enumerate(suggestions):
+            zone = entry.get("zone") if isinstance(entry, dict) else None
+            line = account.line(("account", "timezone", "suggestions", index))
+            country = country_of_zone(str(zone)) if zone else None
+            if country is None:
+                checker.problem(account.path, line, f"the time zone {zone!r} offered as a button has no country, "
+                                                    "so no crisis lines can follow it")
+            elif country not in countries:
+                checker.problem(account.path, line,
+                                f"the time zone {zone} ({country}) is offered, but content/crisis_lines.yaml has no "
+                                f"entry for {country}: add its verified numbers, source and date")
+    return checker.report.problems
+
+
+FEATURES_FILE = "features.yaml"
+
+
+def _comment_above(path: Path, line: int | None) -> str:
+    """The comment lines directly above ``line`` (1-based) of a file, joined."""
+    if not line:
+        return ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[str] = []
+    index = line - 2
+    while index >= 0 and lines[index].strip().startswith("#"):
+        found.append(lines[index])
+        index -= 1
+    return "\n".join(found)
+
+
+def feature_problems(root: Path = CONTENT_DIR) -> list[Problem]:
+    """Texts naming a planned feature (content/features.yaml) as if the bot had it."""
+    checker, loader = _Checker(root), _loader(root)
+    path = root / FEATURES_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        planned = [
+            (str(entry["feature"]), {lang: [re.compile(p, re.IGNORECASE) for p in entry.get(lang, [])]
+                                     for lang in entry if lang != "feature"})
+            for entry in data.get("planned", [])
+        ]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, re.error) as exc:
+        checker.problem(path, None, f"cannot read the planned features ({type(exc).__name__}): "
+                                    "each needs 'feature' and a list of patterns per language")
+        return checker.report.problems
+
+    def named(text: str, lang: str) -> str | None:
+        plain = html.unescape(_TAG.sub("", text))
+        return next((feature for feature, patterns in planned
+                     if any(p.search(plain) for p in patterns.get(lang, []))), None)
+
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for yaml_file in {id(f): f for f in loader.load_language(lang).values()}.values():
+            for key_path, value in _leaves(yaml_file.data):
+                if not isinstance(value, str):
+                    continue
+                feature = named(value, lang)
+                key_line = yaml_file.lines.get(key_path, (None, None))[0]
+                if feature and "FEATURE" not in _comment_above(yaml_file.path, key_line):
+                    checker.problem(yaml_file.path, key_line,
+                                    f"{_dotted(key_path)} names {feature}, which the bot does not have yet "
+                                    f"(see {FEATURES_FILE})")
+        for module in sorted((root / lang / LEARN_DIR).glob("*.md")):
+            text = module.read_text(encoding="utf-8")
+            front, _, pages = text.partition("\n---\n")
+            feature = named(pages, lang)
+            if feature and "# FEATURE" not in front:
+                checker.problem(module, None, f"names {feature}, which the bot does not have yet (see {FEATURES_FILE})")
+    return checker.report.problems
+
+
+EXTRA_CHECKS = (command_problems, reminder_word_problems, crisis_coverage_problems, feature_problems)

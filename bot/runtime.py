@@ -47,6 +47,7 @@ from bot.services.people import PeopleService
 from bot.services.notices import Notices
 from bot.services.preferences import PreferencesService
 from bot.services.safety_plan import SafetyPlanService
+from bot.safety.resources import load_crisis_lines
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ async def open_services(
     migrated with ``imrs-bot migrate`` (a release step), so two instances never race.
     The key store always migrates itself (see bot.db.migrate.ensure_keystore_schema)."""
     content = Content(default_language=settings.default_language)
+    crisis = load_crisis_lines(override=settings.crisis_lines_file)  # a malformed entry stops here
     keyring = load_keyring(
         keys_json=settings.imrs_keys.get_secret_value() if settings.imrs_keys else None,
         keys_file=settings.imrs_keys_file,
@@ -112,6 +114,7 @@ async def open_services(
         safety=SafetyDetector.from_content(content.root, settings.default_language),
         safety_flags=SafetyFlagService(sessions, outbox, content, alert_policy=settings.risk_alert),
         safety_plans=SafetyPlanService(sessions),
+        crisis=crisis,
     )
 
 

@@ -43,8 +43,12 @@ async def say(
 
 
 async def crisis_block(update: Update, context: BotContext) -> str:
-    """The crisis-resources paragraph, for embedding into another text."""
-    return trusted_html(await text(update, context, "crisis.short"))
+    """The crisis-resources paragraph, for embedding into another text: the emergency number
+    and crisis lines of the asker's country (from their time zone), in their language, or the
+    default (local emergency services, an international directory) when it is not known."""
+    identity = await context.identity(update)
+    services = context.services
+    return trusted_html(services.crisis.render(services.content, identity.language, identity.timezone))
 
 
 async def settle(update: Update) -> None:

@@ -32,7 +32,7 @@ from tests.fixtures_bot import prepare_database
 IMRS_BOT = str(Path(sys.executable).parent / "imrs-bot")
 OUR_VARIABLES = (
     "TELEGRAM_", "DATABASE_URL", "IMRS_", "ADMIN_TELEGRAM_IDS", "WEBHOOK_", "PORT",
-    "DEFAULT_TIMEZONE", "DEFAULT_LANGUAGE", "LOG_LEVEL",
+    "DEFAULT_TIMEZONE", "DEFAULT_LANGUAGE", "LOG_LEVEL", "CRISIS_LINES_FILE",
 )
 pytestmark = pytest.mark.slow
 

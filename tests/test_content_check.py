@@ -254,8 +254,8 @@ def test_bad_front_matter_and_references_are_reported(copy):
     replace(path, "    year: 2012\n", "    year: twenty-twelve\n    url: javascript:alert(1)\n")
     assert_reported(copy, "en/learn/what-is-imrs.md:3", "'title' is plain text")
     assert_reported(copy, "en/learn/what-is-imrs.md", "unknown front-matter field 'author'")
-    assert_reported(copy, "en/learn/what-is-imrs.md", "source 1: 'year' must be a year")
-    assert_reported(copy, "en/learn/what-is-imrs.md", "source 1: 'url' must be a complete http(s) address")
+    assert_reported(copy, "en/learn/what-is-imrs.md", "'year' must be a year")
+    assert_reported(copy, "en/learn/what-is-imrs.md", "'url' must be a complete http(s) address")
 
 
 def test_front_matter_that_is_not_yaml_or_not_closed_is_reported(copy):
@@ -467,3 +467,82 @@ def test_a_picture_of_the_past_in_a_learn_page_is_reported(copy):
     line = add_page(copy / "en" / "learn" / "safety.md", "<b>Try this</b>\n\nPicture your old bedroom.")
     assert_reported(copy, f"en/learn/safety.md:{line + 2}", "instructs the reader to go to a memory",
                     "Picture your old bedroom")
+
+
+# -- commands, reminder words and crisis lines (issue 12) -----------------------------------------
+
+
+def test_the_commands_texts_may_name_are_the_registered_ones():
+    from bot.content_check import registered_commands
+
+    found = registered_commands()
+    assert {"start", "help", "practice", "reminders", "clients", "therapists", "stop", "cancel"} <= found
+    assert "checkin" not in found  # not built (yet)
+    assert "safetyplan" in found
+
+
+def test_a_command_that_does_not_exist_is_reported(copy):
+    replace(copy / "en" / "bot.yaml", "    /help — this list\n\n    {crisis}",
+            "    /help — this list\n    /checkin — how you are doing\n\n    {crisis}")
+    assert_reported(copy, "en/bot.yaml", "help.client: /checkin is not a command the bot has")
+
+
+def test_a_command_of_another_role_is_reported(copy):
+    replace(copy / "en" / "bot.yaml", "    /invite — an invite link for a client (with an optional alias)\n",
+            "    /invite — an invite link for a client (with an optional alias)\n    /practice — calming exercises\n")
+    assert_reported(copy, "en/bot.yaml", "help.therapist: /practice is not in the menu of therapist")
+    replace(copy / "nl" / "learn" / "safety.md", "Daarvoor is /practice.", "Daarvoor is /therapists.")
+    assert_reported(copy, "nl/learn/safety.md", "/therapists is not in the menu of client")
+
+
+def test_a_menu_command_without_a_handler_is_reported(copy):
+    replace(copy / "en" / "bot.yaml", "    progress: \"Your practice over time, as a chart\"\n",
+            "    progress: \"Your practice over time, as a chart\"\n    checkin: Before your appointment\n")
+    assert_reported(copy, "en/bot.yaml", "commands.client: /checkin is in the menu but no handler registers it")
+
+
+def test_herinnering_in_a_dutch_reminder_text_is_reported_and_a_memory_is_not(copy):
+    replace(copy / "nl" / "reminders.yaml", "De oefenmelding is verwijderd.", "De herinnering is verwijderd.")
+    assert_reported(copy, "nl/reminders.yaml", "reminders.deleted", '"herinnering" also means memory')
+    replace(copy / "nl" / "account.yaml", "Oefenmeldingen staan aan.", "Herinneringen en samenvattingen staan aan.")
+    assert_reported(copy, "nl/account.yaml", "account.consent.granted", '"Herinneringen" also means memory')
+    found = problems(copy)
+    assert not any("bot.yaml" in p and "also means memory" in p for p in found), \
+        "\"werken met herinneringen\" (memories) in about.text is fine"
+
+
+def test_every_offered_country_needs_a_crisis_entry(copy):
+    text = (copy / "crisis_lines.yaml").read_text(encoding="utf-8")
+    start, end = text.index("  BE:\n"), text.index("  FR:\n")
+    (copy / "crisis_lines.yaml").write_text(text[:start] + text[end:], encoding="utf-8")
+    assert_reported(copy, "nl/account.yaml", "Europe/Brussels (BE) is offered", "no entry for BE")
+    assert_reported(copy, "en/account.yaml", "Europe/Brussels (BE) is offered")
+    replace(copy / "en" / "account.yaml", "      - zone: Europe/Dublin\n", "      - zone: Etc/UTC\n")
+    assert_reported(copy, "en/account.yaml", "'Etc/UTC' offered as a button has no country")
+
+
+def test_a_malformed_crisis_file_is_reported(copy):
+    replace(copy / "crisis_lines.yaml", 'emergency: "000"', "emergency: 000")
+    assert_reported(copy, "crisis_lines.yaml", "country AU, emergency")
+
+
+def test_a_text_naming_a_feature_not_built_yet_is_reported(copy):
+    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
+            "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
+    assert_reported(copy, "en/bot.yaml", "help.client names the pre-appointment check-in")
+    add_page(copy / "nl" / "learn" / "safety.md", "Je therapeut leest je samenvatting.")
+    assert_reported(copy, "nl/learn/safety.md", "names summaries for the therapist")
+    # A text kept ready for the feature, marked `# FEATURE` above its key, is not reported.
+    found = problems(copy)
+    assert not any("outbox.check_in_prompt" in p for p in found)
+
+
+def test_a_feature_that_lands_is_deleted_from_the_list(copy):
+    text = (copy / "features.yaml").read_text(encoding="utf-8")
+    start, end = text.index("  - feature: the pre-appointment check-in"), text.index("  - feature: summaries")
+    (copy / "features.yaml").write_text(text[:start] + text[end:], encoding="utf-8")
+    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
+            "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
+    replace(copy / "nl" / "bot.yaml", "    /learn — korte pagina's over imaginaire rescripting\n    /practice",
+            "    /learn — korte pagina's over imaginaire rescripting\n    Vóór een afspraak: een korte check-in.\n    /practice")
+    assert check_content(copy).ok

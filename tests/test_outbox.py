@@ -115,7 +115,7 @@ async def test_delivers_plain_and_encrypted_messages_in_the_recipients_language(
     assert prompt.text.startswith("Your next session is on Tuesday <3>.")  # escaped, then parsed
     assert prompt.protect_content
     assert summary.text == "Summary for you"
-    assert nl_user.messages[0].text.startswith("Een vriendelijke herinnering")
+    assert nl_user.messages[0].text.startswith("Tijd voor jezelf?")  # Dutch: never "herinnering"
     rows = {row.idempotency_key: row for row in await outbox_rows(session_factory)}
     assert {row.state for row in rows.values()} == {OutboxState.SENT}
     assert rows["s:en"].telegram_message_id == summary.message_id

@@ -33,6 +33,7 @@ from bot.services.reminders import ReminderService
 from bot.safety import SafetyDetector
 from bot.services.safety_flags import SafetyFlagService
 from bot.services.safety_plan import SafetyPlanService
+from bot.safety.resources import CrisisResources
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Services:
     safety: SafetyDetector  # routes a client's typed message: risk, boundary or none (handlers/safety.py)
     safety_flags: SafetyFlagService  # what the safety layer keeps for the therapist; risk alerts
     safety_plans: SafetyPlanService  # /safetyplan: a client's own safety plan (owner-checked)
+    crisis: CrisisResources  # emergency numbers and crisis lines per country (content/crisis_lines.yaml)
 
     async def close(self) -> None:
         try:

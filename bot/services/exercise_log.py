@@ -180,6 +180,16 @@ class ExerciseLogService:
             rows = await ExerciseRunRepository(session).open_of(client_id)
             return [row.id for row in sorted(rows, key=lambda r: r.started_at)]
 
+    async def open_rating_before(self, actor: Identity) -> int | None:
+        """The highest rating before among the actor's exercises under way (None: none under
+        way, or not a client): asked before a stop, to offer support after a high one."""
+        if actor.role is not Role.CLIENT or actor.person_id is None:
+            return None
+        async with self._sessions() as session:
+            rows = await ExerciseRunRepository(session).open_of(actor.person_id)
+            ratings = [_int(row.distress_before) for row in rows]
+            return max((r for r in ratings if r is not None), default=None)
+
     async def stop(self, actor: Identity) -> int:
         """End the actor's open exercises as stopped early (their ratings are kept)."""
         if actor.role is not Role.CLIENT or actor.person_id is None:

@@ -13,6 +13,7 @@ from handlers.access import refuse, requires
 from handlers.common import crisis_block, keyboard, settle, signed_ids, text
 from handlers.exercises.shared import AFTER, RUNNING, STOP
 from handlers.fallback import stale_button
+from handlers.support import high_distress_note
 
 
 async def ask_after(context: BotContext, chat_id: int, telegram_id: int, lang: str, run_id: int) -> None:
@@ -59,5 +60,6 @@ async def rate_after(update: Update, context: BotContext) -> str | int | None:
         params["crisis"] = await crisis_block(update, context)
     body = await text(update, context, f"exercises.rating.{key}", **params)
     logged = await text(update, context, "exercises.rating.logged")
-    await context.bot.send_message(update.effective_chat.id, f"{body}\n\n<i>{logged}</i>")
+    support = "" if key == "change_up" else await high_distress_note(update, context, after)  # change_up has it
+    await context.bot.send_message(update.effective_chat.id, "\n\n".join(filter(None, [body, f"<i>{logged}</i>", support])))
     return ConversationHandler.END

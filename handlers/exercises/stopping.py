@@ -11,11 +11,13 @@ from bot.db.models import Role
 from handlers.access import public, requires
 from handlers.common import keyboard, say, settle, text
 from handlers.exercises.shared import CALM_NO, CALM_YES, end_under_way
+from handlers.support import note_on_stop
 
 
 @public  # a fallback of this conversation only (which only clients enter); /cancel is shared
 async def stop(update: Update, context: BotContext) -> int:
     """✋ Stop, "stop", ✋, /stop or /cancel: end at once, keep what was answered, offer grounding."""
+    support = await note_on_stop(update, context)  # before it ends: a high rating before gets support
     await end_under_way(update, context)
     if update.callback_query:
         await settle(update)
@@ -23,7 +25,7 @@ async def stop(update: Update, context: BotContext) -> int:
     offer = await text(update, context, "exercises.stop.grounding_offer")
     await context.bot.send_message(
         update.effective_chat.id,
-        f"{stopped}\n\n{offer}",
+        "\n\n".join(filter(None, [stopped, support, offer])),
         reply_markup=keyboard(
             [(await text(update, context, "exercises.buttons.grounding"), CALM_YES)],
             [(await text(update, context, "exercises.buttons.no_thanks"), CALM_NO)],
