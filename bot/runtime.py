@@ -112,7 +112,7 @@ async def open_services(
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
         safety=SafetyDetector.from_content(content.root, settings.default_language),
-        safety_flags=SafetyFlagService(sessions, outbox, content, alert_policy=settings.risk_alert),
+        safety_flags=SafetyFlagService(sessions, notices, alert_policy=settings.risk_alert),
         safety_plans=SafetyPlanService(sessions),
         crisis=crisis,
     )

@@ -15,21 +15,17 @@ Every method acts for the client themselves (an enrolled client), checked here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.content import Content
-from bot.db.delivery_models import OutboxKind
 from bot.db.models import Role, SafetyFlag, SafetyFlagKind
 from bot.db.repositories import AuditRepository
 from bot.db.types import utcnow
-from bot.delivery.outbox import OutboxService
 from bot.services.consent import therapist_of
+from bot.services.notices import Notices
 from bot.services.people import Identity
 
-ALERT_VALID = timedelta(days=2)
 NOTE_LIMIT = 1000
 
 
@@ -49,12 +45,9 @@ class Flagged:
 
 
 class SafetyFlagService:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], outbox: OutboxService, content: Content, *, alert_policy: str
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], notices: Notices, *, alert_policy: str) -> None:
         self._sessions = sessions
-        self._outbox = outbox
-        self._content = content
+        self._notices = notices
         self._alert_policy = alert_policy
 
     @staticmethod
@@ -110,14 +103,10 @@ class SafetyFlagService:
             therapist = await therapist_of(session, client_id)
             alerted = False
             if therapist is not None and self._alert_policy == "immediate":
-                alias = therapist.client_alias or self._content.text("safety.alert.unnamed", therapist.language)
-                queued = await self._outbox.add_text(
-                    session,
-                    therapist.person_id,
-                    kind=OutboxKind.NOTICE,
-                    idempotency_key=f"safety-alert:{flag.id}",
-                    text=self._content.text("safety.alert.risk", therapist.language, alias=alias),
-                    expires_at=utcnow() + ALERT_VALID,
+                alias = therapist.client_alias or self._notices.text("safety.alert.unnamed", therapist.language)
+                queued = await self._notices.queue(
+                    session, therapist.person_id, therapist.language, "safety.alert.risk",
+                    idempotency_key=f"safety-alert:{flag.id}", alias=alias,
                 )
                 if queued is not None:
                     flag.alerted_at = utcnow()
