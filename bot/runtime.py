@@ -39,6 +39,7 @@ from bot.services.invites import InviteService
 from bot.services.learning import LearningService
 from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
+from bot.services.therapist_keys import TherapistKeyService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -104,6 +105,7 @@ async def open_services(
         progress=ProgressService(sessions),
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
+        therapist_keys=TherapistKeyService(sessions),
     )
 
 

@@ -43,6 +43,7 @@ from handlers import (
     preferences,
     progress,
     reminders,
+    setkey,
     start,
     therapists,
 )
@@ -63,6 +64,7 @@ def conversations(content: Content) -> list[BaseHandler]:
         preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
         reminders.build(fallbacks, free_text),  # /reminders (clients)
         exercises.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
+        setkey.build(fallbacks, free_text),  # /setkey: the age key summaries are encrypted to (therapists)
     ]
 
 

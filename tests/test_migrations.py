@@ -39,6 +39,7 @@ APP_TABLES = {
     "outbox", "reminder_schedules", "quiet_hours", "delivery_instances",  # 0004
     "learn_progress", "therapist_questions",  # 0005
     "practice_sessions", "safe_places",  # 0006
+    "therapist_keys",  # 0009
 }
 
 
@@ -157,6 +158,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_therapist_questions_client_id_people",
         "fk_practice_sessions_client_id_people",
         "fk_safe_places_client_id_people",
+        "fk_therapist_keys_therapist_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
@@ -184,6 +186,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_outbox_state_due_at",
         "ix_reminder_schedules_next_due_at",
         "uq_therapist_questions_open",
+        "uq_therapist_keys_current",
     } <= found["ix"]
 
 

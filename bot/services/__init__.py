@@ -30,6 +30,7 @@ from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
 from bot.services.reminders import ReminderService
+from bot.services.therapist_keys import TherapistKeyService
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Services:
     progress: ProgressService  # /progress: a client's own practice as a chart and one line
     reminders: ReminderService  # a client's own /reminders (owner-checked), snooze / skip
     learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries
+    therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
 
     async def close(self) -> None:
         try:
