@@ -30,8 +30,8 @@ from bot.services.therapist_keys import Outcome
 
 KEY = "setkey_key"
 CONFIRM = "setkey_confirm"
-REPLACE = "setkey.replace"  # signed: the proposal's id
-KEEP = "setkey.keep"
+REPLACE = "sk.replace"  # signed: the proposal's id
+KEEP = "sk.keep"
 
 
 @requires(Role.THERAPIST)
