@@ -5,6 +5,7 @@ matches; groups run from the lowest number up. The order below is the product's 
 
   group SEEN (-100)  remember the texts this update carries, so that logs can redact them
   group GUARD (-10)  private chats only: groups get a polite refusal and nothing else runs
+  group SECRETS (-5) a pasted private key (age, PEM) is deleted at once and nothing else runs
   group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
                      1. conversations (their states take precedence while one is active)
                      2. commands without a conversation (/therapists, /staff, /language,
@@ -50,6 +51,7 @@ from handlers import (
 from handlers.access import public
 
 SEEN, GUARD, MAIN, FLOWS, AFTER = -100, -10, 0, 50, 100
+SECRETS = -5
 
 
 def conversations(content: Content) -> list[BaseHandler]:
@@ -92,6 +94,7 @@ async def _read_paused_flows_again(application: Application, consuming: bool) ->
 def register(application: Application) -> None:
     application.add_handler(TypeHandler(Update, _remember_texts), group=SEEN)
     application.add_handler(guard.handler, group=GUARD)
+    application.add_handler(setkey.private_key_guard(), group=SECRETS)  # before any conversation sees it
 
     content: Content = application.bot_data[SERVICES_KEY].content
     application.add_handler(membership.handler, group=MAIN)  # blocked / unblocked: reachable or not

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 from telegram import Update
 from telegram.error import BadRequest, Forbidden
-from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, ConversationHandler, MessageHandler, filters
+from telegram.ext import (
+    ApplicationHandlerStop,
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
-from bot.crypto.age import AgeKeyError, contains_secret_key
+from bot.crypto.age import SECRET_KEY_PATTERN, AgeKeyError, contains_secret_key
 from bot.db.models import Role
 from bot.services.invites import NotAllowed
-from handlers.access import refuse, requires
+from handlers.access import public, refuse, requires
 from handlers.common import conversation, keyboard, local_time, packer, say, settle, signed_ids, text, use_the_buttons
 from bot.services.therapist_keys import Outcome
 
@@ -126,6 +134,20 @@ async def keep(update: Update, context: BotContext) -> int:
     current = await context.services.therapist_keys.current(identity)
     await say(update, context, "setkey.kept", fingerprint=current.fingerprint if current else "—")
     return ConversationHandler.END
+
+
+@public  # whoever it is: the message must leave the chat
+async def private_key_anywhere(update: Update, context: BotContext) -> None:
+    """A private key in any message, in any step of any conversation (say, the contents of
+    key.txt pasted without /setkey): deleted and warned about before anything else sees it.
+    The conversation the person is in stays where it was."""
+    await _secret_key_pasted(update, context)
+    raise ApplicationHandlerStop
+
+
+def private_key_guard() -> MessageHandler:
+    """For a handler group that runs before the conversations (handlers/__init__.py)."""
+    return MessageHandler(filters.TEXT & filters.Regex(SECRET_KEY_PATTERN), private_key_anywhere)
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from bot.crypto import age
 from bot.crypto.age import AgeKeyError
 from bot.crypto.errors import DecryptionError
-from bot.db.models import AuditEvent, Base, Role, TherapistKey
+from bot.db.models import AuditEvent, Base, Invite, Role, TherapistKey
 from bot.sandbox.emulator import BotApiEmulator
 from bot.services.invites import NotAllowed
 from bot.services.therapist_keys import KeyTampered, Outcome, TherapistKeyService
@@ -93,6 +93,8 @@ async def test_a_pasted_private_key_is_deleted_warned_about_and_stored_nowhere(
     assert says(warning, "setkey.wrong.secret_key") and "PRIVATE key" in warning.text
     assert not chat.holds_message(sent), "the private key is taken out of the chat"
 
+    await chat.send("/setkey")
+    assert says(await chat.next_message(), "setkey.ask")
     sent = await chat.send(pair.identity_file)  # the whole key file, in the step that asks
     assert says(await chat.next_message(), "setkey.wrong.secret_key")
     assert not chat.holds_message(sent)
@@ -100,14 +102,26 @@ async def test_a_pasted_private_key_is_deleted_warned_about_and_stored_nowhere(
     await chat.send(pair.recipient.text)  # still asked: the public key is taken
     assert says(await chat.next_message(), "setkey.set", fingerprint=pair.fingerprint)
 
+    # Anyone, anywhere: a client pasting one outside any conversation, or in another step.
+    client = await open_chat(emulator.user(8102))
+    sent = await client.send(f"here it is: {secret.lower()}")
+    assert says(await client.next_message(), "setkey.wrong.secret_key")
+    assert not client.holds_message(sent)
+    await chat.send("/invite")
+    await chat.next_message()  # asks for an alias
+    sent = await chat.send(secret)
+    assert says(await chat.next_message(), "setkey.wrong.secret_key")
+    assert not chat.holds_message(sent)
+
     # Nowhere in the database (any table, any column).
     async with services(bot).sessions() as session:
         for table in Base.metadata.sorted_tables:
             for row in (await session.execute(select(table))).mappings():
                 flat = json.dumps(dict(row), default=lambda v: bytes(v).hex() if isinstance(v, bytes | memoryview) else str(v))
                 assert secret[16:] not in flat.upper(), table.name
+        assert (await session.scalars(select(Invite))).all() == [], "not taken as an alias"
     refused = [e for e in await audit(bot) if e.action == "therapist_key.secret_refused"]
-    assert len(refused) == 2 and all(e.detail is None for e in refused)
+    assert len(refused) == 4 and all(e.detail is None for e in refused)
 
 
 async def test_replacing_a_key_asks_first_survives_a_restart_and_keeps_the_history(

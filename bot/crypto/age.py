@@ -45,7 +45,8 @@ FINGERPRINT_BYTES = 8
 FINGERPRINT_PATTERN = re.compile(r"^[0-9A-F]{4}( [0-9A-F]{4}){3}$")
 
 _BECH32_DATA = set("qpzry9x8gf2tvdw0s3jn54khce6mua7l")  # the characters after "age1"
-_SECRET = re.compile(r"AGE-SECRET-KEY-1|AGE-PLUGIN-[A-Z0-9-]*1|-----BEGIN [A-Z ]*PRIVATE KEY-----", re.IGNORECASE)
+#: A private key anywhere in a text: an age identity (also a plugin's) or any PEM private key.
+SECRET_KEY_PATTERN = re.compile(r"AGE-SECRET-KEY-1|AGE-PLUGIN-[A-Z0-9-]*1|-----BEGIN [A-Z ]*PRIVATE KEY-----", re.IGNORECASE)
 _SSH = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-|sk-(ssh|ecdsa)-)", re.IGNORECASE)
 # What age-keygen prints around the key: "# public key: age1…" (in key.txt), "Public key: age1…".
 _LABEL = re.compile(r"^#?\s*public key:\s*", re.IGNORECASE)
@@ -95,7 +96,7 @@ def fingerprint(recipient: str) -> str:
 
 def contains_secret_key(text: str) -> bool:
     """Whether ``text`` holds a private key (an age identity, or any PEM private key)."""
-    return _SECRET.search(text or "") is not None
+    return SECRET_KEY_PATTERN.search(text or "") is not None
 
 
 def parse_recipient(text: str | None) -> AgeRecipient:
