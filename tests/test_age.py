@@ -35,9 +35,9 @@ def _age_binary() -> str:
     return found
 
 
-def cli(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """`imrs-bot` with none of the bot's configuration in the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_VARIABLES)}
+def cli(*args: str, cwd: Path, stdin: bytes | None = None, **extra: str) -> subprocess.CompletedProcess[bytes]:
+    """`imrs-bot` with none of the bot's configuration in the environment (but ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_VARIABLES)} | extra
     return subprocess.run([IMRS_BOT, *args], cwd=cwd, env=env, input=stdin, capture_output=True, timeout=60)
 
 
@@ -185,7 +185,11 @@ def test_keygen_writes_a_private_key_file_once_that_age_accepts(tmp_path):
     one_clear_line(again, "exists")
     assert key_file.read_text().splitlines() == lines, "never overwritten"
 
-    printed = cli("keygen", cwd=tmp_path)  # no -o: the key file on stdout, like age-keygen
+    # No configuration is read: settings the bot would refuse do not matter here.
+    broken = {"DEFAULT_TIMEZONE": "Mars/Olympus", "DATABASE_URL": "nonsense://", "IMRS_KEYS": "{not json"}
+    configured = cli("migrate", cwd=tmp_path, **broken)
+    assert configured.returncode == 2 and b"DEFAULT_TIMEZONE" in configured.stderr, "the bot refuses these"
+    printed = cli("keygen", cwd=tmp_path, **broken)  # no -o: the key file on stdout, like age-keygen
     assert printed.returncode == 0 and printed.stdout.decode().splitlines()[2].startswith(age.SECRET_PREFIX)
     assert "Fingerprint: " in printed.stderr.decode()
 
@@ -224,6 +228,8 @@ def test_decrypt_errors_are_one_line_and_exit_2(tmp_path, pair):
     (tmp_path / "public.txt").write_text(pair.recipient.text + "\n")
 
     one_clear_line(cli("decrypt", "summary.age", "-i", "other.txt", cwd=tmp_path), "not encrypted to this key")
+    opened = cli("decrypt", "summary.age", "-i", "key.txt", cwd=tmp_path, DEFAULT_TIMEZONE="Mars/Olympus")
+    assert opened.returncode == 0 and opened.stdout == b"<p>summary</p>" * 100, "no configuration is read"
     one_clear_line(cli("decrypt", "cut.age", "-i", "key.txt", cwd=tmp_path), "damaged")
     one_clear_line(cli("decrypt", "plain.html", "-i", "key.txt", cwd=tmp_path), "not an age")
     one_clear_line(cli("decrypt", "summary.age", "-i", "missing.txt", cwd=tmp_path), "missing.txt", "not found")
