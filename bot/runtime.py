@@ -40,6 +40,7 @@ from bot.services.learning import LearningService
 from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
 from bot.services.therapist_keys import TherapistKeyService
+from bot.services.appointments import AppointmentService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -106,6 +107,7 @@ async def open_services(
         reminders=ReminderService(sessions, schedules, outbox),
         learning=LearningService(sessions, content),
         therapist_keys=TherapistKeyService(sessions),
+        appointments=AppointmentService(sessions),
     )
 
 

@@ -40,6 +40,7 @@ APP_TABLES = {
     "learn_progress", "therapist_questions",  # 0005
     "practice_sessions", "safe_places",  # 0006
     "therapist_keys",  # 0009
+    "appointments",  # 0010
 }
 
 
@@ -159,6 +160,9 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_practice_sessions_client_id_people",
         "fk_safe_places_client_id_people",
         "fk_therapist_keys_therapist_id_people",
+        "fk_appointments_therapist_id_people",
+        "fk_appointments_client_id_people",
+        "fk_appointments_created_by_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
@@ -173,6 +177,9 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ck_reminder_schedules_weekdays",
         "ck_learn_progress_pages_read_not_negative",
         "ck_therapist_questions_page_positive",
+        "ck_appointments_kind",
+        "ck_appointments_ends_after_start",
+        "ck_appointments_not_self",
     }
     assert {
         "ix_audit_events_occurred_at",

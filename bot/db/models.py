@@ -73,6 +73,13 @@ class InviteKind(enum.StrEnum):
     CLIENT = "client"
 
 
+class AppointmentKind(enum.StrEnum):
+    PREPARATION = "preparation"
+    IMRS = "imrs"
+    EVALUATION = "evaluation"
+    OTHER = "other"
+
+
 class ConsentChoice(enum.StrEnum):
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
@@ -396,6 +403,38 @@ Index(
     sqlite_where=TherapistKey.set_at.is_not(None) & TherapistKey.replaced_at.is_(None),
     postgresql_where=TherapistKey.set_at.is_not(None) & TherapistKey.replaced_at.is_(None),
 )
+
+
+class Appointment(Base):
+    """A client's appointment with their therapist (bot.services.appointments). Times are UTC;
+    ``timezone`` is the therapist's IANA zone the time was given in. A cancelled appointment
+    keeps its row (``cancelled_at``) so that its reminders can be withdrawn. Nothing a person
+    wrote is stored here; the kind is chosen from a list."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        CheckConstraint("therapist_id <> client_id", name="not_self"),
+        Index("ix_appointments_therapist_id_starts_at", "therapist_id", "starts_at"),
+        Index("ix_appointments_client_id_starts_at", "client_id", "starts_at"),
+    )
+
+    id: Mapped[int] = row_id_column()
+    therapist_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    kind: Mapped[AppointmentKind] = mapped_column(_string_enum(AppointmentKind, "kind"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_by_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    cancelled_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<Appointment id={self.id} kind={self.kind} cancelled={self.cancelled_at is not None}>"
 
 
 from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outbox, schedules: their tables join the metadata)

@@ -31,6 +31,7 @@ from bot.services.people import PeopleService
 from bot.services.preferences import PreferencesService
 from bot.services.reminders import ReminderService
 from bot.services.therapist_keys import TherapistKeyService
+from bot.services.appointments import AppointmentService
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Services:
     reminders: ReminderService  # a client's own /reminders (owner-checked), snooze / skip
     learning: LearningService  # /learn: modules read, "Ask my therapist" questions for summaries
     therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
+    appointments: AppointmentService  # appointments in the therapist's zone (no handlers yet)
 
     async def close(self) -> None:
         try:
