@@ -10,7 +10,8 @@
 
 The key itself is checked in bot.crypto.age and stored by bot.services.therapist_keys; the
 proposal waiting in CONFIRM is a database row, named by a signed button, so a restart
-between the two steps loses nothing.
+between the two steps loses nothing. A private key pasted anywhere, in this conversation or
+any other, is caught earlier still by ``private_key_guard`` (its own handler group).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from bot.context import BotContext
 from bot.crypto.age import SECRET_KEY_PATTERN, AgeKeyError, contains_secret_key
 from bot.db.models import Role
 from bot.services.invites import NotAllowed
+from bot.services.therapist_keys import Outcome
 from handlers.access import public, refuse, requires
 from handlers.common import conversation, keyboard, local_time, packer, say, settle, signed_ids, text, use_the_buttons
-from bot.services.therapist_keys import Outcome
 
 KEY = "setkey_key"
 CONFIRM = "setkey_confirm"
