@@ -11,6 +11,8 @@
     imrs-bot keys retire ID    remove a key no data key is wrapped under any more
     imrs-bot content check     check content/: complete, valid Telegram HTML, no memory imagery
     imrs-bot safety check TEXT the safety route of a message (risk, boundary, none) and its rule
+    imrs-bot keygen [-o FILE]  make a therapist's age key pair on this computer (no bot needed)
+    imrs-bot decrypt FILE --identity KEY [-o OUT]   open an age-encrypted file (e.g. a summary)
 
 A configuration problem ends with one line saying what to do and exit status 2.
 """
@@ -303,6 +305,67 @@ def cmd_admin_add(args: argparse.Namespace, settings: Settings) -> None:
     print(asyncio.run(add()))
 
 
+def cmd_keygen(args: argparse.Namespace, settings: Settings | None) -> None:
+    """A therapist's key pair, in age-keygen's file format; only the public key goes to the bot."""
+    from bot.crypto.age import generate, write_private
+
+    pair = generate()
+    if args.output is None:
+        sys.stdout.write(pair.identity_file)
+        sys.stdout.flush()
+        print(f"Public key: {pair.recipient}\nFingerprint: {pair.fingerprint}", file=sys.stderr)
+        return
+    path = Path(args.output)
+    try:
+        write_private(path, pair.identity_file.encode("ascii"))
+    except FileExistsError:
+        raise OperatorError(f"{path} exists already: choose another file name (a key is never overwritten).") from None
+    except OSError as error:
+        raise OperatorError(f"cannot write {path}: {error.strerror or type(error).__name__}.") from None
+    print(
+        f"Wrote your private key to {path} (mode 0600). Keep it private and backed up: it is the only "
+        "way to open what is encrypted to it. Never send it to anyone, not even to the bot.\n"
+        f"Public key:  {pair.recipient}\n"
+        f"Fingerprint: {pair.fingerprint}\n"
+        f"Send the bot:  /setkey {pair.recipient}"
+    )
+
+
+def cmd_decrypt(args: argparse.Namespace, settings: Settings | None) -> None:
+    """Open an age file with a key file: to stdout, or to a new file (mode 0600)."""
+    from bot.crypto.age import AgeDecryptError, decrypt, write_private
+
+    source, key_file = Path(args.file), Path(args.identity)
+    try:
+        identities = key_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OperatorError(f"identity file {key_file} not found.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise OperatorError(f"cannot read identity file {key_file} ({type(error).__name__}).") from None
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise OperatorError(f"{source} not found.") from None
+    except OSError as error:
+        raise OperatorError(f"cannot read {source} ({type(error).__name__}).") from None
+    try:
+        plaintext = decrypt(data, identities)
+    except AgeDecryptError as error:
+        where = key_file if error.reason == "identity" else source
+        raise OperatorError(f"{where}: {error}.") from None
+    if args.output is None:
+        sys.stdout.buffer.write(plaintext)
+        sys.stdout.flush()
+        return
+    try:
+        write_private(Path(args.output), plaintext)
+    except FileExistsError:
+        raise OperatorError(f"{args.output} exists already: choose another file name or remove it first.") from None
+    except OSError as error:
+        raise OperatorError(f"cannot write {args.output}: {error.strerror or type(error).__name__}.") from None
+    print(f"Decrypted {source} to {args.output} (mode 0600).", file=sys.stderr)
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -399,6 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
     safety_check.add_argument("--root", default=str(CONTENT_DIR), help="the content folder (default: content/)")
     safety_check.set_defaults(func=cmd_safety_check,
                               validate=lambda args: _validate_safety_check(safety_check, args))
+    keygen = sub.add_parser(
+        "keygen", help="make an age key pair for a therapist (age-keygen's format; no bot or database needed)"
+    )
+    keygen.add_argument("-o", "--output", metavar="FILE", help="write the private key here (mode 0600; never overwritten); default: print it")
+    keygen.set_defaults(func=cmd_keygen, needs_settings=False)
+
+    decrypt = sub.add_parser("decrypt", help="decrypt an age file (e.g. a summary) with your key file")
+    decrypt.add_argument("file", metavar="FILE", help="the encrypted file (.age)")
+    decrypt.add_argument("-i", "--identity", required=True, metavar="KEY", help="your key file (from imrs-bot keygen or age-keygen)")
+    decrypt.add_argument("-o", "--output", metavar="OUT", help="write the decrypted file here (mode 0600); default: standard output")
+    decrypt.set_defaults(func=cmd_decrypt, needs_settings=False)
 
     return parser
 
@@ -416,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "validate", None) is not None:
         args.validate(args)
     try:
-        settings = load_settings()
+        # keygen and decrypt run on a therapist's own computer: no configuration at all.
+        settings = load_settings() if getattr(args, "needs_settings", True) else None
         args.func(args, settings)
     except (OperatorError, DataLayerError, ContentError) as exc:
         print(f"imrs-bot: {exc}", file=sys.stderr)

@@ -41,6 +41,8 @@ from bot.services.invites import InviteService
 from bot.services.learning import LearningService
 from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
+from bot.services.therapist_keys import TherapistKeyService
+from bot.services.appointments import AppointmentService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -115,6 +117,8 @@ async def open_services(
         safety_flags=SafetyFlagService(sessions, notices, alert_policy=settings.risk_alert),
         safety_plans=SafetyPlanService(sessions),
         crisis=crisis,
+        therapist_keys=TherapistKeyService(sessions),
+        appointments=AppointmentService(sessions),
     )
 
 

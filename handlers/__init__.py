@@ -5,6 +5,7 @@ matches; groups run from the lowest number up. The order below is the product's 
 
   group SEEN (-100)  remember the texts this update carries, so that logs can redact them
   group GUARD (-10)  private chats only: groups get a polite refusal and nothing else runs
+  group SECRETS (-7) a pasted private key (age, PEM) is deleted at once and nothing else runs
   group SAFETY (-5)  the safety layer: a client's typed message that takes the crisis path or
                      meets the boundary (memory work) is answered here, and no flow sees it
   group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
@@ -47,12 +48,13 @@ from handlers import (
     reminders,
     safety,
     safety_plan,
+    setkey,
     start,
     therapists,
 )
 from handlers.access import public
 
-SEEN, GUARD, SAFETY, MAIN, FLOWS, AFTER = -100, -10, -5, 0, 50, 100
+SEEN, GUARD, SECRETS, SAFETY, MAIN, FLOWS, AFTER = -100, -10, -7, -5, 0, 50, 100
 
 
 def conversations(content: Content) -> list[BaseHandler]:
@@ -71,6 +73,7 @@ def conversations(content: Content) -> list[BaseHandler]:
         # /safetyplan: the client's own safety plan; its buttons work from any message
         # (handlers.safety_plan.show_plan is what the crisis path shows)
         safety_plan.build(fallbacks, free_text, content),
+        setkey.build(fallbacks, free_text),  # /setkey: the age key summaries are encrypted to (therapists)
     ]
 
 
@@ -98,6 +101,7 @@ async def _read_paused_flows_again(application: Application, consuming: bool) ->
 def register(application: Application) -> None:
     application.add_handler(TypeHandler(Update, _remember_texts), group=SEEN)
     application.add_handler(guard.handler, group=GUARD)
+    application.add_handler(setkey.private_key_guard(), group=SECRETS)  # before any conversation sees it
     application.add_handlers(safety.screening(), group=SAFETY)
 
     content: Content = application.bot_data[SERVICES_KEY].content

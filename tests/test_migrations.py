@@ -39,8 +39,10 @@ APP_TABLES = {
     "outbox", "reminder_schedules", "quiet_hours", "delivery_instances",  # 0004
     "learn_progress", "therapist_questions",  # 0005
     "practice_sessions", "safe_places",  # 0006
-    "safety_plans",  # 0010
-    "safety_flags",  # 0011
+    "therapist_keys",  # 0009
+    "appointments",  # 0010
+    "safety_plans",  # 0011
+    "safety_flags",  # 0012
 }
 
 
@@ -161,6 +163,10 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_safe_places_client_id_people",
         "fk_safety_flags_client_id_people",
         "fk_safety_plans_client_id_people",
+        "fk_therapist_keys_therapist_id_people",
+        "fk_appointments_therapist_id_people",
+        "fk_appointments_client_id_people",
+        "fk_appointments_created_by_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
@@ -176,6 +182,9 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ck_learn_progress_pages_read_not_negative",
         "ck_therapist_questions_page_positive",
         "ck_safety_plans_steps_done_range",
+        "ck_appointments_kind",
+        "ck_appointments_ends_after_start",
+        "ck_appointments_not_self",
     }
     assert {
         "ix_audit_events_occurred_at",
@@ -189,6 +198,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_outbox_state_due_at",
         "ix_reminder_schedules_next_due_at",
         "uq_therapist_questions_open",
+        "uq_therapist_keys_current",
     } <= found["ix"]
 
 

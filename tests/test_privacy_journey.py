@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bot.crypto import age
 from bot.crypto.fields import Encrypted
 from bot.db.delivery_models import OutboxKind
 from bot.db.engine import is_sqlite
@@ -159,6 +160,9 @@ async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
     await therapist.next_message()
     await therapist.send(RENAMED)
     await therapist.wait_for(lambda m: RENAMED in m.content)
+    # /setkey: the therapist's age public key (stored encrypted, bound to them).
+    await therapist.send(f"/setkey {age.generate().recipient.text}")
+    await therapist.wait_for(lambda m: m.content.startswith("Done: this is your encryption key"))
 
     # The outbox (bot.delivery): a clinical message is queued encrypted, then delivered.
     therapist_id = (await services(bot).people.identify(therapist.id, "", None)).person_id

@@ -73,6 +73,13 @@ class InviteKind(enum.StrEnum):
     CLIENT = "client"
 
 
+class AppointmentKind(enum.StrEnum):
+    PREPARATION = "preparation"
+    IMRS = "imrs"
+    EVALUATION = "evaluation"
+    OTHER = "other"
+
+
 class ConsentChoice(enum.StrEnum):
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
@@ -397,6 +404,77 @@ class SafetyPlan(Base):
 
     def __repr__(self) -> str:  # no words in logs
         return f"<SafetyPlan id={self.id} steps_done={self.steps_done} shared={self.shared_with_therapist}>"
+class TherapistKey(Base):
+    """An age public key (recipient, ``age1…``) a therapist registered with /setkey: what the
+    readiness summaries are encrypted to (bot.crypto.age). History is kept: a new key ends
+    the current one (``replaced_at``), and nothing encrypted earlier is re-encrypted.
+
+    A row is *proposed* (``set_at`` NULL) while the therapist confirms that it replaces
+    their current key, *current* once set and not replaced, *history* after that.
+
+    The key is not secret, but it decides who can read the summaries, so it is stored as an
+    encrypted column under the therapist's own data key: AES-GCM binds it to this row and
+    this therapist, so a key written into the database by anyone without the keyring, or
+    copied from another therapist's row, does not decrypt and is never used. The fingerprint
+    is plain (it is shown and audited) and checked against the key on every read.
+    """
+
+    __tablename__ = "therapist_keys"
+
+    id: Mapped[int] = row_id_column()
+    therapist_id: Mapped[int] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True
+    )
+    recipient: Mapped[str] = encrypted(owner="therapist_id", max_length=128)
+    fingerprint: Mapped[str] = mapped_column(String(19))  # "3F9A 12BC 7D01 E4A2"
+    proposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    set_at: Mapped[datetime | None]  # NULL: proposed, waiting for the therapist to confirm
+    replaced_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:  # no key in logs
+        return f"<TherapistKey id={self.id} current={self.set_at is not None and self.replaced_at is None}>"
+
+
+# At most one current key per therapist.
+Index(
+    "uq_therapist_keys_current",
+    TherapistKey.therapist_id,
+    unique=True,
+    sqlite_where=TherapistKey.set_at.is_not(None) & TherapistKey.replaced_at.is_(None),
+    postgresql_where=TherapistKey.set_at.is_not(None) & TherapistKey.replaced_at.is_(None),
+)
+
+
+class Appointment(Base):
+    """A client's appointment with their therapist (bot.services.appointments). Times are UTC;
+    ``timezone`` is the therapist's IANA zone the time was given in. A cancelled appointment
+    keeps its row (``cancelled_at``) so that its reminders can be withdrawn. Nothing a person
+    wrote is stored here; the kind is chosen from a list."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        CheckConstraint("therapist_id <> client_id", name="not_self"),
+        Index("ix_appointments_therapist_id_starts_at", "therapist_id", "starts_at"),
+        Index("ix_appointments_client_id_starts_at", "client_id", "starts_at"),
+    )
+
+    id: Mapped[int] = row_id_column()
+    therapist_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    kind: Mapped[AppointmentKind] = mapped_column(_string_enum(AppointmentKind, "kind"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_by_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    cancelled_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<Appointment id={self.id} kind={self.kind} cancelled={self.cancelled_at is not None}>"
 
 
 from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outbox, schedules: their tables join the metadata)

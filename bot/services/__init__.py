@@ -34,6 +34,8 @@ from bot.safety import SafetyDetector
 from bot.services.safety_flags import SafetyFlagService
 from bot.services.safety_plan import SafetyPlanService
 from bot.safety.resources import CrisisResources
+from bot.services.therapist_keys import TherapistKeyService
+from bot.services.appointments import AppointmentService
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Services:
     safety_flags: SafetyFlagService  # what the safety layer keeps for the therapist; risk alerts
     safety_plans: SafetyPlanService  # /safetyplan: a client's own safety plan (owner-checked)
     crisis: CrisisResources  # emergency numbers and crisis lines per country (content/crisis_lines.yaml)
+    therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
+    appointments: AppointmentService  # appointments in the therapist's zone (no handlers yet)
 
     async def close(self) -> None:
         try:

@@ -39,6 +39,12 @@ class ChatView:
         """The newest message of the bot here that is not deleted."""
         return next((m for m in reversed(self._chat.bot_messages) if not m.deleted), None)
 
+    def holds_message(self, message_id: int) -> bool:
+        """Whether the message ``message_id`` (the person's or the bot's) is still in the chat,
+        not deleted (e.g. after the bot deleted something a person should not have sent)."""
+        message = self._chat.messages.get(message_id)
+        return message is not None and not getattr(message, "deleted", False)
+
     @property
     def events(self) -> list[ChatEvent]:
         """Everything the bot did here, in order: messages, edits, deletions, answers, chat actions."""

@@ -1,7 +1,7 @@
 """safety plans (/safetyplan)
 
-Revision ID: 0010
-Revises: 0008 (to be re-chained after 0009, the therapists' keys, when both are merged)
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 
 * ``safety_plans``: a client's own safety plan (Stanley & Brown's six steps), one per client
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0011"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
