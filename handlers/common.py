@@ -120,6 +120,19 @@ async def send_with_way_back(update: Update, context: BotContext, body: str, pau
     )
 
 
+async def offer_grounding(update: Update, context: BotContext, *parts: str | None, yes: str, no: str) -> Message:
+    """Something was stopped: say so (``parts``, the empty ones left out) and offer the
+    one-minute grounding step (button data ``yes``) or simply ending (``no``)."""
+    return await context.bot.send_message(
+        update.effective_chat.id,
+        "\n\n".join(part for part in parts if part),
+        reply_markup=keyboard(
+            [(await text(update, context, "exercises.buttons.grounding"), yes)],
+            [(await text(update, context, "exercises.buttons.no_thanks"), no)],
+        ),
+    )
+
+
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     """An inline keyboard from rows of (label, callback data)."""
     return InlineKeyboardMarkup(

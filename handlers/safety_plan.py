@@ -42,7 +42,7 @@ from bot.flows import Flow, FlowHooks
 from bot.services.safety_plan import STEPS, AnswerTooLong, EmptyAnswer, NoPlan, Plan
 from handlers import general
 from handlers.access import public, requires
-from handlers.common import conversation, keyboard, say, text, use_the_buttons
+from handlers.common import conversation, keyboard, offer_grounding, say, text, use_the_buttons
 from handlers.common import settle_again_ok as settle  # a second press (or an old message) is no error
 
 FLOW = "safetyplan"
@@ -507,15 +507,11 @@ async def stop(update: Update, context: BotContext) -> int:
     offer a one-minute grounding step or simply ending."""
     if update.callback_query:
         await settle(update)
-    stopped = await text(update, context, "safetyplan.stop.stopped")
-    offer = await text(update, context, "safetyplan.stop.grounding_offer")
-    await context.bot.send_message(
-        update.effective_chat.id,
-        f"{stopped}\n\n{offer}",
-        reply_markup=keyboard(
-            [(await text(update, context, "exercises.buttons.grounding"), CALM_YES)],
-            [(await text(update, context, "exercises.buttons.no_thanks"), CALM_NO)],
-        ),
+    await offer_grounding(
+        update, context,
+        await text(update, context, "safetyplan.stop.stopped"),
+        await text(update, context, "safetyplan.stop.grounding_offer"),
+        yes=CALM_YES, no=CALM_NO,
     )
     return ConversationHandler.END
 

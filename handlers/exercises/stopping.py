@@ -9,7 +9,7 @@ from telegram.ext import ConversationHandler
 from bot.context import BotContext
 from bot.db.models import Role
 from handlers.access import public, requires
-from handlers.common import keyboard, say, settle, text
+from handlers.common import offer_grounding, say, settle, text
 from handlers.exercises.shared import CALM_NO, CALM_YES, end_under_way
 from handlers.support import note_on_stop
 
@@ -21,15 +21,12 @@ async def stop(update: Update, context: BotContext) -> int:
     await end_under_way(update, context)
     if update.callback_query:
         await settle(update)
-    stopped = await text(update, context, "exercises.stop.stopped")
-    offer = await text(update, context, "exercises.stop.grounding_offer")
-    await context.bot.send_message(
-        update.effective_chat.id,
-        "\n\n".join(filter(None, [stopped, support, offer])),
-        reply_markup=keyboard(
-            [(await text(update, context, "exercises.buttons.grounding"), CALM_YES)],
-            [(await text(update, context, "exercises.buttons.no_thanks"), CALM_NO)],
-        ),
+    await offer_grounding(
+        update, context,
+        await text(update, context, "exercises.stop.stopped"),
+        support,
+        await text(update, context, "exercises.stop.grounding_offer"),
+        yes=CALM_YES, no=CALM_NO,
     )
     return ConversationHandler.END
 
