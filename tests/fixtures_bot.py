@@ -19,6 +19,7 @@ from bot.db.engine import create_engine, is_sqlite, session_factory
 from bot.db.migrate import upgrade
 from bot.runtime import start_bot_task
 from bot.sandbox.emulator import BotApiEmulator
+from tests.fixtures_db import copied_from_template
 
 ADMIN_ID = 424242
 
@@ -96,7 +97,8 @@ async def db_sessions(database_url: str) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def bot(emulator: BotApiEmulator, database_url: str) -> AsyncIterator[RunningBot]:
-    await prepare_database(database_url)
+    if not copied_from_template(database_url):  # a copy of the migrated template already
+        await prepare_database(database_url)
     running = RunningBot(make_settings(emulator, database_url))
     await running.start()
     try:
