@@ -67,13 +67,33 @@ class ChatView:
         self._seen_versions[message.message_id] = message.version
         return message
 
-    async def expect_silence(self, seconds: float) -> None:
-        """Assert that the bot sends no message here during the next ``seconds`` (failing at the first one)."""
+    async def expect_silence(self, seconds: float, *, processing_timeout: float = 15.0) -> None:
+        """Assert that the bot sends no message here during the next ``seconds`` (failing at the first one).
+
+        When the bot reports the updates it has processed (the tests' ``emulator`` fixture
+        arranges that), the silence also lasts until the bot has processed every update
+        created so far, however long that takes on a busy machine (up to
+        ``processing_timeout``; a bot that is not running cannot answer anyway), so the
+        window cannot end before the bot has even read what it should not answer.
+        """
         cursor = len(self._chat.bot_messages)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while len(self._chat.bot_messages) == cursor and (remaining := deadline - loop.time()) > 0:
-            await self._state.changed.wait(remaining)
+        started = loop.time()
+        deadline = started + seconds
+        newest = self._state.updates.last_id
+
+        def waiting() -> bool:
+            if len(self._chat.bot_messages) != cursor:
+                return False
+            if loop.time() < deadline:
+                return True
+            return bool(self._state.unprocessed_updates(newest)) and loop.time() < started + processing_timeout
+
+        while waiting():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                remaining = started + processing_timeout - loop.time()
+            await self._state.changed.wait(max(remaining, 0.001))
         if len(self._chat.bot_messages) > cursor:
             sent = self._chat.bot_messages[cursor:]
             raise AssertionError(f"expected silence for {seconds}s, but the bot sent {sent}")
