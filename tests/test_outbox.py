@@ -20,6 +20,7 @@ from bot.delivery.outbox import PlainMessage
 from bot.delivery.store import Outcome, OutboxStore
 from bot.sandbox.emulator import BotApiEmulator, FloodLimits
 from tests.fixtures_delivery import *  # noqa: F403
+from tests.fixtures_emulator import eventually
 
 REMINDER = "outbox.practice_reminder"
 
@@ -373,7 +374,8 @@ async def test_a_clean_stop_puts_claimed_rows_back(session_factory, emulator, de
     dispatcher = make_dispatcher(delivery_bot, session_factory, rate_per_second=4)
     dispatcher.start()
     await dispatcher.tick()  # claims 8 (two ticks' worth at 4/s), sends about one
-    await asyncio.sleep(0.3)
+    # Stop once the first is sent (not after a fixed time: a busy machine may send none by then).
+    await eventually(lambda: any(user.messages for _, user in people))
     await dispatcher.stop()
     counts = await outbox.counts()
     assert counts[OutboxState.SENDING] == 0
