@@ -38,11 +38,16 @@ ADMIN_ID = 424242
 #: The outbox dispatcher's tick in tests (production: OUTBOX_TICK_SECONDS, 1 s): a notice
 #: arrives within a tenth of a second instead of a second.
 TEST_OUTBOX_TICK = 0.1
+#: How long a SimUser wait (next_message, wait_for, ...) lasts by default before it fails. Waits
+#: end as soon as the bot acts, so this costs nothing when it does; it only keeps a busy
+#: machine (the suite beside other CPU-heavy jobs) from failing a test that would pass.
+TEST_PATIENCE = 20.0
 
 
 @pytest.fixture
 async def emulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BotApiEmulator]:
     async with BotApiEmulator() as emu:
+        emu.state.patience = TEST_PATIENCE
         report_processed_updates(emu, monkeypatch)
         yield emu
 

@@ -107,6 +107,8 @@ class EmulatorState:
         self.calls: list[ApiCall] = []
         self.failures: list[FailedCall] = []
         self.changed = Pulse()  # fired on every chat event
+        #: How long SimUser/SimGroup waits last by default before they fail (seconds).
+        self.patience = 5.0
         #: Ids of the updates the bot reported as processed (see :meth:`update_processed`);
         #: None while nobody reports them (the emulator cannot see it by itself).
         self.processed_updates: set[int] | None = None
