@@ -415,3 +415,4 @@ async def test_outbox_sends_see_retry_after_while_replies_wait_it_out(emulator, 
     await delivery_bot.send_message(user.id, "a reply")  # retried inside AIORateLimiter
     assert [m.text for m in user.messages] == ["a reply"]
     assert sends(emulator) == 3
+
