@@ -30,8 +30,9 @@ async def tg_bot(emu: BotApiEmulator) -> AsyncIterator[telegram.Bot]:
         yield bot
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
+async def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds (generous: it
+    returns as soon as the condition holds, and a busy machine must not fail the test)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():

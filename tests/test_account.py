@@ -185,7 +185,8 @@ async def test_after_a_withdrawal_the_outbox_sends_the_client_nothing(bot: Runni
         person.id, kind=OutboxKind.REMINDER, idempotency_key="r1", content_key="outbox.practice_reminder"
     )
     assert queued is not None
-    await client.expect_silence(2.5)  # two dispatcher ticks and more
+    await bot.outbox_settled()  # two whole dispatcher ticks, and what they claimed is settled
+    await client.expect_silence(0.1)
     async with services(bot).sessions() as session:
         row = await session.get(OutboxMessage, queued)
     assert row.state is OutboxState.FAILED and row.last_error == "no_consent"
@@ -364,7 +365,9 @@ async def test_a_new_consent_version_is_told_once_and_asked_in_consent(
     notice = await client.next_message(timeout=10)
     assert says(notice, "outbox.consent_new_version", version=current)
     await bot.restart()  # another start-up (or instance): no second notice
-    await client.expect_silence(2.0)
+    await bot.job_ran("consent:new-version")
+    await bot.outbox_settled()
+    await client.expect_silence(0.1)
     await other.expect_silence(0.1)
     person = await person_by_telegram_id(bot, client.id)
     assert await services(bot).consent.has_active_consent(person.id), "the earlier grant is in force"
@@ -380,7 +383,8 @@ async def test_a_new_consent_version_is_told_once_and_asked_in_consent(
     await client.press("I agree", text_message)
     assert says(await client.next_message(), "account.consent.updated", version=current)
     assert (await services(bot).consent.current(person.id)).version == current
-    await therapist_chat.expect_silence(1.0)  # nothing changed for the therapist
+    await bot.outbox_settled()  # a notice would have been queued with the change
+    await therapist_chat.expect_silence(0.1)  # nothing changed for the therapist
 
     await client.send("/consent")
     status = await client.next_message()

@@ -116,20 +116,20 @@ async def test_long_poll_answers_as_soon_as_an_update_arrives(emu: BotApiEmulato
     user = emu.user()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    poll = asyncio.create_task(tg_bot.get_updates(timeout=10))
+    poll = asyncio.create_task(tg_bot.get_updates(timeout=30))
     await asyncio.sleep(0.2)
     assert not poll.done()
     await user.send("hello")
-    updates = await asyncio.wait_for(poll, 2)
+    updates = await asyncio.wait_for(poll, 15)
     assert [u.message.text for u in updates] == ["hello"]
-    assert loop.time() - started < 1.5
+    assert loop.time() - started < 15  # well before the 30 s timeout, even on a busy machine
 
 
 async def test_long_poll_without_updates_answers_after_timeout(tg_bot: telegram.Bot) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await tg_bot.get_updates(timeout=1) == ()
-    assert 0.9 <= loop.time() - started < 2.5
+    assert 0.9 <= loop.time() - started < 5  # not at once, and not much later (busy machines)
 
 
 async def test_new_get_updates_terminates_the_waiting_one(emu: BotApiEmulator, tg_bot: telegram.Bot) -> None:
@@ -598,8 +598,8 @@ async def test_expect_silence(emu: BotApiEmulator, tg_bot: telegram.Bot) -> None
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(AssertionError, match="boo"):
-        await user.expect_silence(2.0)
-    assert loop.time() - started < 1.0  # fails as soon as the bot speaks
+        await user.expect_silence(20.0)
+    assert loop.time() - started < 10.0  # fails as soon as the bot speaks, long before the window ends
     await speaker
 
 

@@ -334,20 +334,14 @@ async def test_a_client_who_blocked_and_unblocked_the_bot_gets_reminders_again(
         return (await person_by_telegram_id(bot, client.id)).active
 
     client.block()  # Telegram tells the bot (my_chat_member): the client is not reachable
-    for _ in range(50):
-        if not await active():
-            break
-        await asyncio.sleep(0.1)
+    await emulator.updates_processed()
     assert not await active()
     await make_due_now(bot, reminder_id)
-    await asyncio.sleep(1.5)  # a tick or more: nothing is queued for someone who blocked the bot
+    await bot.outbox_settled()  # whole ticks: nothing is queued for someone who blocked the bot
     assert await outbox_of(bot, person.id) == []
 
     client.unblock()
-    for _ in range(50):
-        if await active():
-            break
-        await asyncio.sleep(0.1)
+    await emulator.updates_processed()
     assert await active()
     await make_due_now(bot, reminder_id)
     delivered = await client.next_message(timeout=10)
@@ -363,7 +357,7 @@ async def test_a_deactivated_therapist_stays_inactive_after_unblocking(bot: Runn
         )
     therapist.block()
     therapist.unblock()
-    await asyncio.sleep(1.0)
+    await emulator.updates_processed()
     assert not (await person_by_telegram_id(bot, 8001)).active
 
 
@@ -379,7 +373,8 @@ async def test_after_a_withdrawal_reminders_queue_nothing_and_come_back_with_con
     await client.next_message()
 
     await make_due_now(bot, reminder_id)
-    await client.expect_silence(2.5)  # two dispatcher ticks and more
+    await bot.outbox_settled()  # two whole dispatcher ticks, and what they claimed is sent
+    await client.expect_silence(0.1)
     assert await outbox_of(bot, person.id) == [], "nothing is queued for a client without consent"
     [schedule] = await schedules_of(bot, person.id)
     assert schedule.active and schedule.next_due_at > utcnow(), "the schedule still advanced"

@@ -226,6 +226,10 @@ class Dispatcher:
             pass
         if self._sender is not None:
             self._sender.cancel()
+            # Python 3.11's asyncio.wait_for (the sender's nap) loses a cancellation that
+            # arrives together with the wake-up it waits for; the sender then waits for the
+            # next wake-up, which would never come. Waking it makes it see _stopping and end.
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
         self._release_buffer(self.clock(), code="shutdown")
@@ -361,7 +365,7 @@ class Dispatcher:
         """Start a send task for each buffered row once its chat may get a message, at most
         ``max_in_flight`` at once. The overall rate is applied inside the task, right before
         its HTTP call (see :meth:`_token`)."""
-        while True:
+        while not self._stopping:
             if not self._heap:
                 self._wake.clear()
                 await self._wake.wait()

@@ -55,16 +55,21 @@ class ChatView:
         """The chat actions (``typing``, ``upload_document``, ...) the bot sent here."""
         return [e.action for e in self._chat.events if e.action is not None]
 
-    async def next_message(self, timeout: float = 5.0) -> BotMessage:
-        """The next message the bot sends here that was not handed out yet."""
-        return await self._take(lambda _: True, timeout, "new message")
+    async def next_message(self, timeout: float | None = None) -> BotMessage:
+        """The next message the bot sends here that was not handed out yet.
 
-    async def wait_for(self, predicate: Predicate, timeout: float = 5.0) -> BotMessage:
+        Every wait fails after ``timeout`` seconds, by default the emulator's ``patience``
+        (5 s; the tests allow more, so that a busy machine does not fail them: a wait ends
+        as soon as what it waits for happens)."""
+        return await self._take(lambda _: True, self._timeout(timeout), "new message")
+
+    async def wait_for(self, predicate: Predicate, timeout: float | None = None) -> BotMessage:
         """The next message (not handed out yet) matching ``predicate``; messages before it are skipped."""
-        return await self._take(predicate, timeout, "message matching the predicate")
+        return await self._take(predicate, self._timeout(timeout), "message matching the predicate")
 
-    async def wait_for_edit(self, message: BotMessage, timeout: float = 5.0) -> BotMessage:
+    async def wait_for_edit(self, message: BotMessage, timeout: float | None = None) -> BotMessage:
         """Wait until ``message`` has an edit this view has not handed out yet; returns the message."""
+        timeout = self._timeout(timeout)
         seen = self._seen_versions.get(message.message_id, 0)
         await self._until(lambda: message.version > seen or message.deleted, timeout,
                           f"edit of message #{message.message_id} ({message.content[:40]!r})")
@@ -73,16 +78,39 @@ class ChatView:
         self._seen_versions[message.message_id] = message.version
         return message
 
-    async def expect_silence(self, seconds: float) -> None:
-        """Assert that the bot sends no message here during the next ``seconds`` (failing at the first one)."""
+    async def expect_silence(self, seconds: float, *, processing_timeout: float = 15.0) -> None:
+        """Assert that the bot sends no message here during the next ``seconds`` (failing at the first one).
+
+        When the bot reports the updates it has processed (the tests' ``emulator`` fixture
+        arranges that), the silence also lasts until the bot has processed every update
+        created so far, however long that takes on a busy machine (up to
+        ``processing_timeout``; a bot that is not running cannot answer anyway), so the
+        window cannot end before the bot has even read what it should not answer.
+        """
         cursor = len(self._chat.bot_messages)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while len(self._chat.bot_messages) == cursor and (remaining := deadline - loop.time()) > 0:
-            await self._state.changed.wait(remaining)
+        started = loop.time()
+        deadline = started + seconds
+        newest = self._state.updates.last_id
+
+        def waiting() -> bool:
+            if len(self._chat.bot_messages) != cursor:
+                return False
+            if loop.time() < deadline:
+                return True
+            return bool(self._state.unprocessed_updates(newest)) and loop.time() < started + processing_timeout
+
+        while waiting():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                remaining = started + processing_timeout - loop.time()
+            await self._state.changed.wait(max(remaining, 0.001))
         if len(self._chat.bot_messages) > cursor:
             sent = self._chat.bot_messages[cursor:]
             raise AssertionError(f"expected silence for {seconds}s, but the bot sent {sent}")
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self._state.patience if timeout is None else timeout
 
     async def _take(self, predicate: Predicate, timeout: float, what: str) -> BotMessage:
         skipped: list[BotMessage] = []
@@ -197,8 +225,9 @@ class SimUser(ChatView):
                 raise AssertionError(f"the bot has sent nothing in chat {self._chat.id} to press under")
         return self._state.press_button(self._chat, self.person, message, data)
 
-    async def wait_for_callback_answer(self, query_id: str, timeout: float = 5.0) -> CallbackAnswer:
+    async def wait_for_callback_answer(self, query_id: str, timeout: float | None = None) -> CallbackAnswer:
         """The bot's answer to the button press ``query_id``."""
+        timeout = self._timeout(timeout)
         found: list[CallbackAnswer] = []
 
         def answered() -> bool:

@@ -244,6 +244,21 @@ class BotApiEmulator:
         """Updates created but not yet confirmed by the bot."""
         return list(self.state.updates.pending)
 
+    async def updates_processed(self, timeout: float = 15.0) -> None:
+        """Wait until the bot has processed every update created so far. Needs a bot that
+        reports what it processed (``EmulatorState.update_processed``; the tests' fixtures
+        arrange it): without one this fails rather than pretend."""
+        if self.state.processed_updates is None:
+            raise RuntimeError("nothing reports processed updates to this emulator")
+        newest = self.state.updates.last_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while left := self.state.unprocessed_updates(newest):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"the bot did not process update(s) {left} within {timeout}s")
+            await self.state.changed.wait(remaining)
+
     # ----------------------------------------------------------------- misbehaving
 
     @property

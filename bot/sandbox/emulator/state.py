@@ -107,6 +107,12 @@ class EmulatorState:
         self.calls: list[ApiCall] = []
         self.failures: list[FailedCall] = []
         self.changed = Pulse()  # fired on every chat event
+        #: How long SimUser/SimGroup waits last by default before they fail (seconds).
+        self.patience = 5.0
+        #: Ids of the updates the bot reported as processed (see :meth:`update_processed`);
+        #: None while nobody reports them (the emulator cannot see it by itself).
+        self.processed_updates: set[int] | None = None
+        self._reported_from = 1  # the first update id the reports cover
         self._file_counter = 0
         self._query_counter = 0
 
@@ -205,6 +211,30 @@ class EmulatorState:
         if other is None or other.person is None:
             raise KeyError(user_id)
         return other.person
+
+    # ------------------------------------------------------- what the bot has processed
+
+    def report_processing(self) -> None:
+        """From now on the bot reports each update it has processed (a test hook does)."""
+        if self.processed_updates is None:
+            self.processed_updates = set()
+            self._reported_from = self.updates.last_id + 1
+
+    def update_processed(self, update_id: int) -> None:
+        """The bot has finished handling update ``update_id`` (all its handlers ran)."""
+        self.report_processing()
+        assert self.processed_updates is not None
+        self.processed_updates.add(update_id)
+        self.changed.fire()
+
+    def unprocessed_updates(self, up_to: int) -> list[int]:
+        """Of the updates created so far (ids up to ``up_to``) and still wanted by the bot,
+        those not reported processed; empty when nobody reports processing."""
+        done = self.processed_updates
+        if done is None:
+            return []
+        skip = self.updates.dropped
+        return [u for u in range(self._reported_from, up_to + 1) if u not in done and u not in skip]
 
     # ------------------------------------------------------------------- person → bot
 

@@ -41,12 +41,18 @@ class UpdateQueue:
 
     def __init__(self, first_update_id: int = 1) -> None:
         self.pending: list[dict[str, Any]] = []
+        self.dropped: set[int] = set()  # ids dropped unseen (drop_pending_updates)
         self.allowed_updates: frozenset[str] | None = None  # None: all but _OPT_IN_TYPES
         self.changed = Pulse()
         self._next_id = first_update_id
         self._poller: object | None = None  # token of the getUpdates currently waiting
         self._terminated: set[object] = set()
         self._closing = False
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest update created (0 before the first)."""
+        return self._next_id - 1
 
     def accepts(self, update_type: str) -> bool:
         if self.allowed_updates is None:
@@ -78,6 +84,7 @@ class UpdateQueue:
             self.pending = [u for u in self.pending if u["update_id"] >= offset]
 
     def drop_pending(self) -> None:
+        self.dropped.update(u["update_id"] for u in self.pending)
         self.pending.clear()
 
     def close(self) -> None:
