@@ -297,10 +297,12 @@ class Flows:
     # -- which people have a paused flow: known in memory, so the rule costs no query -------
 
     async def _paused_keys(self, context: BotContext) -> set[ConversationKey]:
-        if self._paused is None:
+        keys = self._paused
+        if keys is None:  # a local: forget_cache() may run while this one awaits the database
             async with context.services.sessions() as session:
-                self._paused = set(await ConversationStateRepository(session).load(PAUSED_NAME))
-        return self._paused
+                keys = set(await ConversationStateRepository(session).load(PAUSED_NAME))
+            self._paused = keys
+        return keys
 
     def forget_cache(self) -> None:
         """Read paused flows from the database again (this instance starts consuming updates:
