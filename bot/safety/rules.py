@@ -26,6 +26,9 @@ _FILE_KEYS = {"stopwords", "fuzzy", "variants", "words", "rules"}
 _RULE_KEYS = {"id", "route", "description", "patterns", "unless", "examples"}
 _ID = re.compile(r"[a-z][a-z0-9_.-]*")
 _LIST_NAME = re.compile(r"[a-z0-9_]+")
+# How far from a match an ``unless`` phrase still excuses it, in words: near enough to be about
+# the same thing, so that a stray word in a long message cannot hide a risk phrase.
+UNLESS_REACH = 10
 
 
 class SafetyRulesError(ContentError):
@@ -53,11 +56,21 @@ class Rule:
 
     def matches_sentence(self, sentence: str, only: tuple[int, ...] | None = None) -> bool:
         """Does a pattern (of those numbered in ``only``, else any) match this framed sentence
-        (``" | ... | "``) without one of ``unless`` matching it too?"""
+        (``" | ... | "``) where none of ``unless`` matches near it (``UNLESS_REACH`` words
+        either side, within the sentence)?"""
         patterns = self.patterns if only is None else [self.patterns[i] for i in only]
-        if not any(p.search(sentence) for p, _ in patterns):
-            return False
-        return not any(u.search(sentence) for u in self.unless)
+        for pattern, _ in patterns:
+            for match in pattern.finditer(sentence):
+                if not self.unless or not self._excused(sentence, match.start(), match.end()):
+                    return True
+        return False
+
+    def _excused(self, sentence: str, start: int, end: int) -> bool:
+        tokens = sentence.split()
+        first = len(sentence[: start + 1].split())
+        last = len(sentence[:end].split())
+        window = " " + " ".join(tokens[max(0, first - UNLESS_REACH): last + UNLESS_REACH]) + " "
+        return any(u.search(window) for u in self.unless)
 
     def matches_prepared(self, prepared: Prepared) -> bool:
         """Like ``matches``, trying each pattern only on the sentences that have its anchor."""
