@@ -141,7 +141,10 @@ class _Parser:
             elif token == "[":
                 flush()
                 regex, _, _ = self.alternatives("]")
-                parts.append(regex + "?")
+                gap = f"(?:(?:{_WORD} ){{0,{GAP_WORDS}}})"
+                # "[...]" is "..." (which may already be empty): an optional gap would make the
+                # regex engine try every split twice.
+                parts.append(gap[3:-1] if regex == gap else regex + "?")
             elif token == "...":
                 flush()
                 parts.append(f"(?:{_WORD} ){{0,{GAP_WORDS}}}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ _FILE_KEYS = {"stopwords", "fuzzy", "variants", "words", "rules"}
 _RULE_KEYS = {"id", "route", "description", "patterns", "unless", "examples"}
 _ID = re.compile(r"[a-z][a-z0-9_.-]*")
 _LIST_NAME = re.compile(r"[a-z0-9_]+")
+# How far from a match an ``unless`` phrase still excuses it, in words: near enough to be about
+# the same thing, so that a stray word in a long message cannot hide a risk phrase.
+UNLESS_REACH = 10
 
 
 class SafetyRulesError(ContentError):
@@ -49,15 +53,33 @@ class Rule:
 
     def matches(self, text: str) -> bool:
         """Does this rule match the normalised ``text`` (``" | ... | "``)? Every sentence tried."""
-        return any(self.matches_sentence(s) for s in sentences(text))
+        return any(self.matches_sentence(w, None, s, o) for w, s, o in sentences(text))
 
-    def matches_sentence(self, sentence: str, only: tuple[int, ...] | None = None) -> bool:
-        """Does a pattern (of those numbered in ``only``, else any) match this framed sentence
-        (``" | ... | "``) without one of ``unless`` matching it too?"""
+    def matches_sentence(self, window: str, only: tuple[int, ...] | None = None,
+                         sentence: str | None = None, offset: int = 0) -> bool:
+        """Does a pattern (of those numbered in ``only``, else any) match this window of a
+        framed sentence (``" | ... | "``; the window is the sentence unless given) where none
+        of ``unless`` matches near it (``UNLESS_REACH`` words either side, in the sentence)?"""
         patterns = self.patterns if only is None else [self.patterns[i] for i in only]
-        if not any(p.search(sentence) for p, _ in patterns):
-            return False
-        return not any(u.search(sentence) for u in self.unless)
+        if sentence is None:
+            sentence = window
+        tokens: list[str] | None = None
+        for pattern, _ in patterns:
+            for match in pattern.finditer(window):
+                if not self.unless:
+                    return True
+                if tokens is None:
+                    tokens = _words(sentence)
+                if not self._excused(sentence, tokens, match.start() + offset, match.end() + offset):
+                    return True
+        return False
+
+    def _excused(self, sentence: str, tokens: list[str], start: int, end: int) -> bool:
+        # Every token has one space before it: spaces up to a position count the tokens.
+        first = sentence.count(" ", 0, start + 1) - 1
+        last = sentence.count(" ", 0, end) - 1
+        window = " " + " ".join(tokens[max(0, first - UNLESS_REACH): last + UNLESS_REACH]) + " "
+        return any(u.search(window) for u in self.unless)
 
     def matches_prepared(self, prepared: Prepared) -> bool:
         """Like ``matches``, trying each pattern only on the sentences that have its anchor."""
@@ -72,13 +94,48 @@ class Rule:
                 bit = mask & -mask
                 candidates.setdefault(bit.bit_length() - 1, []).append(index)
                 mask ^= bit
-        return any(self.matches_sentence(prepared.sentences[i], tuple(found)) for i, found in sorted(candidates.items()))
+        return any(self.matches_sentence(*prepared.sentences[i][:1], tuple(found), *prepared.sentences[i][1:])
+                   for i, found in sorted(candidates.items()))
 
 
-def sentences(text: str) -> list[str]:
-    """The framed sentences (``" | words | "``) of a normalised text."""
-    parts = [p for p in text.split(f" {BOUNDARY} ") if p.strip(f" {BOUNDARY}")]
-    return [f" {BOUNDARY} {p.strip()} {BOUNDARY} " for p in parts]
+@lru_cache(maxsize=256)
+def _words(sentence: str) -> list[str]:
+    """A sentence's words (cached: the windows of a long sentence share it)."""
+    return sentence.split()
+
+
+WINDOW = 60  # words: a long sentence is matched in overlapping windows of this many words
+
+
+def sentences(text: str) -> list[tuple[str, str, int]]:
+    """The framed sentences (``" | words | "``) of a normalised text, as (window, sentence,
+    where the window starts in the sentence).
+
+    A sentence longer than ``WINDOW`` words is cut into windows of that many words, each
+    overlapping the next by half (no phrase spans more than half a window), so that a long
+    message without punctuation costs about as much as one with it. A window is a slice of its
+    sentence: one that does not start or end the sentence has no ``|`` on that side, so ``^``
+    and ``$`` do not match there; ``unless`` is still read in the whole sentence.
+    """
+    framed = []
+    half = WINDOW // 2
+    for part in text.split(f" {BOUNDARY} "):
+        words = [w for w in part.split() if w != BOUNDARY]
+        if not words:
+            continue
+        sentence = f" {BOUNDARY} {' '.join(words)} {BOUNDARY} "
+        if len(words) <= WINDOW:
+            framed.append((sentence, sentence, 0))
+            continue
+        starts = [2]  # where each word's leading space is
+        for word in words[:-1]:
+            starts.append(starts[-1] + len(word) + 1)
+        for first in range(0, len(words) - half, half):
+            last = min(first + WINDOW, len(words))
+            begin = 0 if first == 0 else starts[first]
+            end = len(sentence) if last == len(words) else starts[last] + 1
+            framed.append((sentence[begin:end], sentence, begin))
+    return framed
 
 
 @dataclass
@@ -86,7 +143,7 @@ class Prepared:
     """A normalised message, cut into sentences, with which anchor sets each sentence meets."""
 
     text: str
-    sentences: list[str]
+    sentences: list[tuple[str, str, int]]  # (window, sentence, offset): see sentences()
     set_masks: dict[int, int]  # anchor set id -> bit i set when sentence i has a word of it
     everywhere: int  # all sentences' bits
 
@@ -134,9 +191,9 @@ class RuleSet:
         framed = sentences(text)
         word_masks: dict[str, int] = {}
         get = word_masks.get
-        for index, sentence in enumerate(framed):
+        for index, (window, _, _) in enumerate(framed):
             bit = 1 << index
-            for word in sentence.split():
+            for word in window.split():
                 word_masks[word] = get(word, 0) | bit
         set_masks: dict[int, int] = {}
         cache, sets_for = self._word_sets, self._sets_for
