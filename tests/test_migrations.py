@@ -43,6 +43,7 @@ APP_TABLES = {
     "appointments",  # 0010
     "safety_plans",  # 0011
     "safety_flags",  # 0012
+    "check_ins", "summaries",  # 0013
 }
 
 
@@ -167,6 +168,12 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_appointments_therapist_id_people",
         "fk_appointments_client_id_people",
         "fk_appointments_created_by_id_people",
+        "fk_check_ins_client_id_people",
+        "fk_check_ins_therapist_id_people",
+        "fk_check_ins_appointment_id_appointments",
+        "fk_summaries_check_in_id_check_ins",
+        "fk_summaries_client_id_people",
+        "fk_summaries_therapist_id_people",
     }
     assert found["ck"] == {
         "ck_people_role",
@@ -185,6 +192,9 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ck_appointments_kind",
         "ck_appointments_ends_after_start",
         "ck_appointments_not_self",
+        "ck_appointments_client_response",
+        "ck_check_ins_state",
+        "ck_summaries_state",
     }
     assert {
         "ix_audit_events_occurred_at",

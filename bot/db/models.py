@@ -28,6 +28,7 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
@@ -78,6 +79,11 @@ class AppointmentKind(enum.StrEnum):
     IMRS = "imrs"
     EVALUATION = "evaluation"
     OTHER = "other"
+
+
+class AppointmentResponse(enum.StrEnum):
+    ATTENDING = "attending"  # "I'll be there"
+    RESCHEDULE = "reschedule"  # "I need to reschedule" (the therapist is told)
 
 
 class ConsentChoice(enum.StrEnum):
@@ -472,6 +478,11 @@ class Appointment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     cancelled_at: Mapped[datetime | None]
+    # The client's answer under a reminder ("I'll be there" / "I need to reschedule"), if any.
+    client_response: Mapped[AppointmentResponse | None] = mapped_column(
+        _string_enum(AppointmentResponse, "client_response"), nullable=True
+    )
+    responded_at: Mapped[datetime | None]
 
     def __repr__(self) -> str:
         return f"<Appointment id={self.id} kind={self.kind} cancelled={self.cancelled_at is not None}>"
@@ -504,3 +515,67 @@ class SafetyFlag(Base):
 
     def __repr__(self) -> str:
         return f"<SafetyFlag id={self.id} client_id={self.client_id} kind={self.kind}>"
+
+
+class CheckInState(enum.StrEnum):
+    DRAFT = "draft"  # being answered now; /cancel deletes it
+    SAVED = "saved"  # the client chose "save and finish later"
+    COMPLETED = "completed"  # answered in full; a summary follows
+
+
+class CheckIn(Base):
+    """A client's pre-appointment check-in (bot.services.checkins). The answers, and the
+    readiness worked out from them (colour and reasons), are encrypted under the client's
+    key; in clear are only ids, the state, the step reached (a question's name) and times.
+    ``appointment_id`` is the appointment it prepares (NULL: none ahead, marked as such);
+    ``therapist_id`` the client's therapist when it was completed."""
+
+    __tablename__ = "check_ins"
+    __table_args__ = (Index("ix_check_ins_client_id_state", "client_id", "state"),)
+
+    id: Mapped[int] = row_id_column()
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"))
+    therapist_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
+    appointment_id: Mapped[int | None] = mapped_column(
+        PersonId, ForeignKey("appointments.id", ondelete="SET NULL"), index=True
+    )
+    state: Mapped[CheckInState] = mapped_column(_string_enum(CheckInState, "state"))
+    step: Mapped[str | None] = mapped_column(String(32))  # the question reached (a name, not an answer)
+    answers: Mapped[str | None] = encrypted(owner="client_id", max_length=8192)  # JSON
+    readiness: Mapped[str | None] = encrypted(owner="client_id", max_length=2048)  # JSON: colour, reasons
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    def __repr__(self) -> str:  # never the answers
+        return f"<CheckIn id={self.id} client_id={self.client_id} state={self.state}>"
+
+
+class SummaryState(enum.StrEnum):
+    WAITING_FOR_KEY = "waiting_for_key"  # the therapist has no key yet: nothing encrypted, nothing sent
+    QUEUED = "queued"  # encrypted to the therapist's key and handed to the outbox
+
+
+class Summary(Base):
+    """A readiness summary of one completed check-in for one therapist. ``ciphertext`` is
+    the report in the age format, encrypted to ``recipient`` (the therapist's key at the
+    time; its fingerprint is kept to say which key opens it); NULL while waiting for a key.
+    Deleting the client or the check-in deletes it."""
+
+    __tablename__ = "summaries"
+    __table_args__ = (UniqueConstraint("check_in_id", "therapist_id"),)  # one per therapist
+
+    id: Mapped[int] = row_id_column()
+    check_in_id: Mapped[int] = mapped_column(PersonId, ForeignKey("check_ins.id", ondelete="CASCADE"))
+    client_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    therapist_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    state: Mapped[SummaryState] = mapped_column(_string_enum(SummaryState, "state", length=20))
+    recipient_fingerprint: Mapped[str | None] = mapped_column(String(32))
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    encrypted_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<Summary id={self.id} check_in_id={self.check_in_id} state={self.state}>"
