@@ -41,21 +41,21 @@ async def begin(update: Update, context: BotContext, view: InviteView) -> str | 
     """Entry from /start with a therapist or staff invite: show the terms, or say why not."""
     identity = await context.identity(update)
     if not view.valid or view.kind not in KINDS or view.token_hash is None:
-        await say(update, context, f"practice.link.{view.status.value}")
+        await say(update, context, f"clinic.link.{view.status.value}")
         return ConversationHandler.END
     if identity.role is not None:
-        await say(update, context, "practice.link.enrolled")
+        await say(update, context, "clinic.link.enrolled")
         return ConversationHandler.END
     context.user_data[_PENDING] = (view.token_hash, view.kind.value)
-    role = await text(update, context, f"practice.role_name.{view.kind.value}")
+    role = await text(update, context, f"clinic.role_name.{view.kind.value}")
     await say(
         update,
         context,
-        "practice.terms",
+        "clinic.terms",
         role=role,
         reply_markup=keyboard(
-            [(await text(update, context, "practice.accept_button"), ACCEPT)],
-            [(await text(update, context, "practice.decline_button"), DECLINE)],
+            [(await text(update, context, "clinic.accept_button"), ACCEPT)],
+            [(await text(update, context, "clinic.decline_button"), DECLINE)],
         ),
     )
     return TERMS
@@ -66,7 +66,7 @@ async def accept_terms(update: Update, context: BotContext) -> str | int:
     await settle(update)
     if _PENDING not in context.user_data:
         return await _lost(update, context)
-    await say(update, context, "practice.ask_name")
+    await say(update, context, "clinic.ask_name")
     return NAME
 
 
@@ -74,7 +74,7 @@ async def accept_terms(update: Update, context: BotContext) -> str | int:
 async def decline_terms(update: Update, context: BotContext) -> int:
     await settle(update)
     context.user_data.pop(_PENDING, None)
-    await say(update, context, "practice.declined")
+    await say(update, context, "clinic.declined")
     return ConversationHandler.END
 
 
@@ -89,24 +89,24 @@ async def receive_name(update: Update, context: BotContext) -> str | int:
     try:
         joined = await context.services.clinic.join(identity, token_hash, update.message.text or "")
     except InvalidDisplayName:
-        await say(update, context, "practice.name_invalid")
+        await say(update, context, "clinic.name_invalid")
         return NAME
     except JoinRefused as refused:
         context.user_data.pop(_PENDING, None)
-        await say(update, context, f"practice.link.{refused.reason}")
+        await say(update, context, f"clinic.link.{refused.reason}")
         return ConversationHandler.END
     context.user_data.pop(_PENDING, None)
     context.remember_identity(joined)
     await context.services.menus.apply(context.bot, joined)
     name = clean_display_name(update.message.text) or ""
-    await say(update, context, f"practice.joined_{kind}", name=name)
+    await say(update, context, f"clinic.joined_{kind}", name=name)
     return ConversationHandler.END
 
 
 
 async def _lost(update: Update, context: BotContext) -> int:
     """The bot restarted between steps: the invite (kept in memory only) is gone."""
-    await say(update, context, "practice.restart_link")
+    await say(update, context, "clinic.restart_link")
     return ConversationHandler.END
 
 

@@ -174,7 +174,7 @@ class ClinicService:
             await AuditRepository(session).record(
                 actor_telegram_id=identity.telegram_id,
                 actor_role=role.value,
-                action="practice.joined",
+                action="clinic.joined",
                 subject_person_id=person.id,
                 detail={"invite_id": invite.id, "role": role.value},
             )

@@ -1,4 +1,4 @@
-"""The practice side end to end, through the emulator: therapists and staff joining by
+"""The clinic side end to end, through the emulator: therapists and staff joining by
 invite, /invite, /clients (rename, unlink, forged buttons), /therapists (deactivate, move)
 and /staff. Runs on SQLite and, with TEST_DATABASE_URL, on PostgreSQL.
 """
@@ -144,10 +144,10 @@ async def test_staff_invite_a_therapist_who_joins(bot: RunningBot, emulator: Bot
     await therapist.send("hello?")  # typing instead of pressing a button
     assert (await therapist.next_message()).content.startswith("Please use the buttons")
     await therapist.press("I accept", terms)
-    assert starts(await therapist.next_message(), content, "practice.ask_name")
+    assert starts(await therapist.next_message(), content, "clinic.ask_name")
     for bad in ["A", "x" * 65, "!!!", "\u202eevil"]:
         await therapist.send(bad)
-        assert starts(await therapist.next_message(), content, "practice.name_invalid"), bad
+        assert starts(await therapist.next_message(), content, "clinic.name_invalid"), bad
     assert await person(bot, therapist.id) is None, "nothing stored before the name is accepted"
     await therapist.send("  Dr.  Anna Jansen ")
     done = await therapist.next_message()
@@ -159,7 +159,7 @@ async def test_staff_invite_a_therapist_who_joins(bot: RunningBot, emulator: Bot
     assert [c["command"] for c in menu] == [c.command for c in content.commands("therapist", "en")]
     async with services(bot).sessions() as session:
         invite = await session.scalar(select(Invite))
-        joined = await session.scalar(select(AuditEvent).where(AuditEvent.action == "practice.joined"))
+        joined = await session.scalar(select(AuditEvent).where(AuditEvent.action == "clinic.joined"))
         raw = (await session.execute(text("SELECT display_name FROM people WHERE role = 'therapist'"))).scalar()
     assert invite.used_by_id == stored.id and invite.used_at is not None
     assert joined.subject_person_id == stored.id and joined.detail == {"invite_id": invite.id, "role": "therapist"}
@@ -170,7 +170,7 @@ async def test_staff_invite_a_therapist_who_joins(bot: RunningBot, emulator: Bot
     # The link works once.
     latecomer = emulator.user(first_name="Bert")
     await latecomer.send(f"/start {token}")
-    assert starts(await latecomer.next_message(), content, "practice.link.used")
+    assert starts(await latecomer.next_message(), content, "clinic.link.used")
     assert await person(bot, latecomer.id) is None
 
 
@@ -181,7 +181,7 @@ async def test_declining_the_terms_stores_nothing_and_the_link_stays_valid(
     therapist = emulator.user(first_name="Anna")
     await therapist.send(f"/start {token}")
     await therapist.press("Not now", await therapist.next_message())
-    assert starts(await therapist.next_message(), content, "practice.declined")
+    assert starts(await therapist.next_message(), content, "clinic.declined")
     assert await person(bot, therapist.id) is None
     assert (await join(therapist, token, "Anna")).content.startswith("Welcome, Anna.")
 
@@ -193,7 +193,7 @@ async def test_an_expired_therapist_link_is_refused(bot: RunningBot, emulator: B
     invites.clock = lambda: real_clock() + timedelta(days=7, seconds=1)
     therapist = emulator.user(first_name="Anna")
     await therapist.send(f"/start {token}")
-    assert starts(await therapist.next_message(), content, "practice.link.expired")
+    assert starts(await therapist.next_message(), content, "clinic.link.expired")
     assert await person(bot, therapist.id) is None
 
 
@@ -209,7 +209,7 @@ async def test_a_link_that_expires_between_the_terms_and_the_name_is_refused_at_
     real_clock = invites.clock
     invites.clock = lambda: real_clock() + timedelta(days=8)
     await therapist.send("Anna")
-    assert starts(await therapist.next_message(), content, "practice.link.expired")
+    assert starts(await therapist.next_message(), content, "clinic.link.expired")
     assert await person(bot, therapist.id) is None
 
 
@@ -219,10 +219,10 @@ async def test_someone_already_registered_cannot_use_a_therapist_link(
     anna = await new_therapist(emulator, "Anna")
     token = await therapist_invite(emulator)
     await anna.send(f"/start {token}")
-    assert starts(await anna.next_message(), content, "practice.link.enrolled")
+    assert starts(await anna.next_message(), content, "clinic.link.enrolled")
     admin = emulator.user(ADMIN_ID)
     await admin.send(f"/start {token}")
-    assert starts(await admin.next_message(), content, "practice.link.enrolled")
+    assert starts(await admin.next_message(), content, "clinic.link.enrolled")
     assert (await services(bot).invites.inspect(token)).valid, "the link was not used up"
 
 
@@ -262,7 +262,7 @@ PAYLOAD_ALPHABET = string.ascii_letters + string.digits + "_-"
 
 def invite_answers(content: Content) -> list[str]:
     """The first lines of every text that may answer an unusable start payload."""
-    keys = [k for k in content.keys() if k == "start.invite_unknown" or k.startswith(("practice.link.", "client_join.link."))]
+    keys = [k for k in content.keys() if k == "start.invite_unknown" or k.startswith(("clinic.link.", "client_join.link."))]
     return [plain(content.text(k, "en")).splitlines()[0] for k in keys if "{" not in content.raw(k, "en")]
 
 
