@@ -606,7 +606,7 @@ def test_the_admin_add_command_makes_an_audited_administrator(
 
 
 @pytest.mark.parametrize("lang", Content().languages)
-def test_practice_button_labels_are_short_texts(lang: str):
+def test_clinic_button_labels_are_short_texts(lang: str):
     """YAML reads a bare ``No`` as false: every label must stay a short text."""
     content = Content()
     labels = [k for k in content.keys(lang) if k.split(".")[0] in {"practice", "invite", "clients", "therapists", "staff"}

@@ -25,7 +25,7 @@ from handlers.exercises.shared import job_name as _job_name
 from tests.fixtures_bot import RunningBot
 from tests.fixtures_emulator import eventually
 from tests.join_support import add_person, client_token, content, join, labels, plain, says, services
-from tests.test_practice import add_clients, new_therapist
+from tests.test_clinic import add_clients, new_therapist
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Invites at the service level: who may make which, hashes only, expiry, single use.
 
-End-to-end joining through the emulator is in tests/test_practice.py.
+End-to-end joining through the emulator is in tests/test_clinic.py.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from bot.logs import PrivacyFilter
 from bot.sandbox.emulator import BotApiEmulator
 from tests.fixtures_bot import RunningBot
 from tests.join_support import join
-from tests.test_practice import new_therapist, receive_invite, services
+from tests.test_clinic import new_therapist, receive_invite, services
 
 THERAPIST_NAME = "Qzx Therapistmarker"
 ALIAS = "Qzx Aliasmarker"
