@@ -8,7 +8,7 @@ the person's reminders anew in the same transaction.
 
 These run the real services (``bot.runtime.open_services``) on a real database (SQLite,
 and PostgreSQL with TEST_DATABASE_URL) and look in the outbox table itself; the delivery
-of notices through the emulator is tested in test_join, test_account and test_practice.
+of notices through the emulator is tested in test_join, test_account and test_clinic.
 """
 
 from __future__ import annotations
