@@ -8,7 +8,8 @@ swallow text meant for another. The rule, applied after every update (:meth:`Flo
 * The flow that handled an update and is still active afterwards owns the person's next
   message: every other flow of that person ends (its ``on_end`` hook runs: a timed exercise
   stops its timer and is logged as stopped early), and a paused flow is dropped.
-* A known command that no flow handled (``/learn``, ``/mydata`` ...) ends the person's flow
+* A known command after which no flow is active (``/learn``, ``/mydata``, or ``/start`` with
+  another therapist's link, which a flow answers and ends at once) ends the person's flow
   too, except the commands that only look something up in between (:data:`INTERJECTIONS`:
   ``/help``, ``/about``): they leave the flow as it was, or pause it (``/help`` does).
 * Anything else (a stray message, an old message's button) leaves the flow alone.
@@ -162,15 +163,16 @@ class Flows:
             return
         owner_name = getattr(context, "flow_handled", None)
         owner = self.flows.get(owner_name) if owner_name else None
-        if owner is not None:
-            if owner.state_of(key) is None:
-                return  # it ended (or refused to begin): nothing changes hands
+        if owner is not None and owner.state_of(key) is not None:
             for flow, state in self.active(key):
                 if flow is not owner:
                     await self._end(update, context, flow, key, state)
             if not owner.hooks.interlude:
                 await self.end_paused(update, context)
             return
+        # No flow holds the person now: a flow that handled the update ended at once (or
+        # refused to begin), or none handled it. Text and buttons change nothing; a command
+        # (e.g. /start with another therapist's link) ends whatever was left half-way.
         command = self.command_of(update)
         if command is not None and command in self.commands and command not in INTERJECTIONS:
             for flow, state in self.active(key):

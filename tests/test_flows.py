@@ -271,3 +271,48 @@ async def test_another_flow_ends_an_exercise_under_way_as_stopped_early(bot: Run
             break
         await asyncio.sleep(0.01)
     assert row.ended_at is not None and row.stopped_early
+
+
+# -- joining as one of the pair -----------------------------------------------------------------
+
+
+async def _join_to_zone_question(bot: RunningBot, client: SimUser) -> None:
+    """A new client, half-way through joining: consent given, the time zone question open."""
+    therapist = await add_person(bot, 8001, Role.THERAPIST, display_name="Dr. Jansen")
+    await client.send(f"/start {await client_token(bot, therapist)}")
+    await client.press(0, await client.next_message())  # Continue
+    await client.press(0, await client.next_message())  # Read the consent
+    await client.press(0, await client.next_message())  # I agree
+    await client.next_message()  # consent recorded
+    question = await client.next_message()
+    await client.press("✓ English", question)
+    assert says(await client.next_message(), "client_join.timezone_question")
+
+
+@pytest.mark.parametrize("then", CLIENT_STEPS, ids=lambda s: s.name)
+async def test_a_flow_begun_while_joining_gets_the_text(bot: RunningBot, emulator: BotApiEmulator, then: Step):
+    client = emulator.user(8101, first_name="Sam", language_code="en")
+    await _join_to_zone_question(bot, client)
+    await then.enter(client)
+    await eventually(lambda: active_flows(bot, client) == [then.name])
+    await client.send(then.answer)
+    reply = await client.next_message()
+    assert then.answered(reply), reply.content
+
+
+@pytest.mark.parametrize("left", CLIENT_STEPS, ids=lambda s: s.name)
+async def test_a_new_therapist_s_link_ends_a_flow_left_half_way(bot: RunningBot, emulator: BotApiEmulator, left: Step):
+    """Opening another therapist's link (a client's switch: a question with buttons, no typed
+    step) is a command outside the flow: the flow left half-way ends, its typed answer reaches
+    no flow, and the switch still works."""
+    client = await enrolled_client(bot, emulator)
+    await left.enter(client)
+    other = await add_person(bot, 8002, Role.THERAPIST, display_name="Dr. de Vries")
+    await client.send(f"/start {await client_token(bot, other)}")
+    offer = await client.next_message()
+    assert says(offer, "client_join.switch.confirm", therapist="Dr. de Vries", current="Dr. Jansen")
+    await eventually(lambda: active_flows(bot, client) == [])
+    await client.send(left.answer)
+    assert says(await client.next_message(), "fallback.text"), "the flow left half-way has ended"
+    await client.press(0, offer)  # Switch
+    assert says(await client.next_message(), "client_join.switch.switched", therapist="Dr. de Vries")
