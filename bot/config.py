@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # A clinic's own crisis lines (the shape of content/crisis_lines.yaml): each country in it
     # replaces the built-in entry. Checked at start; a malformed entry stops the bot.
     crisis_lines_file: Path | None = None
+    # Appointments (bot.services.appointments): reminders to the client this many hours before
+    # the start ("48,2"; "" for none), and the pre-appointment check-in prompt before an ImRS
+    # appointment with its one reminder after it.
+    appointment_reminder_hours: Annotated[tuple[int, ...], NoDecode] = (48, 2)
+    checkin_prompt_hours: int = Field(default=24, ge=1, le=24 * 14)
+    checkin_reminder_after_hours: int = Field(default=12, ge=1, le=24 * 14)
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -101,6 +107,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected comma-separated numeric Telegram user ids, got {bad[0]!r}")
             return frozenset(int(p) for p in parts)
         return value
+
+    @field_validator("appointment_reminder_hours", mode="before")
+    @classmethod
+    def _hours_list(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            parts = [p.strip() for p in re.split(r"[,\s]+", value) if p.strip()]
+            if not all(p.isdigit() and 1 <= int(p) <= 24 * 30 for p in parts):
+                raise ValueError(f"expected comma-separated whole hours between 1 and 720, e.g. '48,2', got {value!r}")
+            value = [int(p) for p in parts]
+        return tuple(sorted(set(value), reverse=True))  # type: ignore[call-overload]
 
     @field_validator("default_timezone")
     @classmethod

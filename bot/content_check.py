@@ -714,6 +714,13 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "therapists.client_notice": ("client",),
     "therapists.moved_client_notice": ("client",),
     "staff": ("admin",),
+    "appointments": ("therapist", "staff", "admin", "client"),
+    "appointments.client_title": ("client",),
+    "appointments.client_row": ("client",),
+    "appointments.client_empty": ("client",),
+    "appointments.response": ("client",),
+    "appointments.response_gone": ("client",),
+    "appointments.reschedule_notice": ("therapist",),
 }
 _COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
 

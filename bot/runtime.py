@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from bot.services.learning import LearningService
 from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
 from bot.services.therapist_keys import TherapistKeyService
-from bot.services.appointments import AppointmentService
+from bot.services.appointments import AppointmentService, Planning
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -85,6 +86,16 @@ async def open_services(
     outbox = OutboxService(sessions)
     schedules = ScheduleService(sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes)
     notices = Notices(outbox, content)  # queued by the services, in the transaction of the change
+    appointments = AppointmentService(
+        sessions,
+        outbox=outbox,
+        content=content,
+        planning=Planning(
+            reminder_hours=settings.appointment_reminder_hours,
+            checkin_prompt=timedelta(hours=settings.checkin_prompt_hours),
+            checkin_reminder_after=timedelta(hours=settings.checkin_reminder_after_hours),
+        ),
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -102,10 +113,10 @@ async def open_services(
         audit=AuditService(sessions),
         callbacks=CallbackCodec(keyring),
         invites=invites,
-        clinic=ClinicService(sessions, invites, notices, crypto),
+        clinic=ClinicService(sessions, invites, notices, crypto, appointments=appointments),
         consent=ConsentService(sessions, content, notices),
         preferences=PreferencesService(sessions, content, schedules),
-        enrollment=ClientEnrollmentService(sessions, invites, notices),
+        enrollment=ClientEnrollmentService(sessions, invites, notices, appointments=appointments),
         data_rights=DataRightsService(sessions, crypto),
         outbox=outbox,
         schedules=schedules,
@@ -118,7 +129,7 @@ async def open_services(
         safety_plans=SafetyPlanService(sessions),
         crisis=crisis,
         therapist_keys=TherapistKeyService(sessions),
-        appointments=AppointmentService(sessions),
+        appointments=appointments,
     )
 
 

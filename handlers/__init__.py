@@ -11,7 +11,9 @@ matches; groups run from the lowest number up. The order below is the product's 
   group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
                      1. conversations (their states take precedence while one is active)
                      2. commands without a conversation (/therapists, /staff, /language,
-                        /mydata, /delete, /consent) and the buttons of their messages
+                        /mydata, /delete, /consent) and the buttons of their messages, and
+                        the buttons under messages the outbox delivered (reminders,
+                        appointment reminders)
                      3. commands available at any time (/help, /about, /cancel or a stop word)
                      4. fallbacks: unknown commands, stray text, stale buttons
   group FLOWS (50)   the one-active-flow rule (bot.flows): the flow that handled the update
@@ -33,6 +35,7 @@ from bot.flows import Flows
 from bot.logs import remember_update_texts
 from handlers import (
     account,
+    appointments,
     clients,
     errors,
     exercises,
@@ -74,6 +77,8 @@ def conversations(content: Content) -> list[BaseHandler]:
         # (handlers.safety_plan.show_plan is what the crisis path shows)
         safety_plan.build(fallbacks, free_text, content),
         setkey.build(fallbacks, free_text),  # /setkey: the age key summaries are encrypted to (therapists)
+        # /appointments: therapists and staff make, move and cancel; clients read their own
+        appointments.build(fallbacks, free_text),
     ]
 
 
@@ -113,6 +118,7 @@ def register(application: Application) -> None:
     application.add_handlers(learn.build(), group=MAIN)  # /learn and its buttons (everyone)
     application.add_handlers(progress.build(), group=MAIN)  # /progress (clients)
     application.add_handlers(reminders.build_buttons(), group=MAIN)  # under a delivered reminder
+    application.add_handlers(appointments.build_buttons(), group=MAIN)  # under an appointment reminder
     application.add_handlers(safety.buttons(), group=MAIN)  # under a boundary or crisis message
     application.add_handlers(general.build(content), group=MAIN)
     application.add_handlers(fallback.handlers, group=MAIN)

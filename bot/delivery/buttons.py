@@ -5,6 +5,11 @@ labels are content (``outbox.buttons.reminder.*``, in the recipient's language) 
 data is a signed payload (bot.callbacks) naming the outbox row, made for the recipient's
 Telegram id, so only they can press it. handlers/exercises answers Start now,
 handlers/reminders.py the other two.
+
+An appointment reminder (content key ``outbox.appointment_reminder``; a notice, since the
+outbox's kinds are fixed by the schema) gets "I'll be there" and "I need to reschedule",
+answered by handlers/appointments.py. Its layout is chosen by content key
+(``CONTENT_LAYOUTS``), labels under ``outbox.buttons.appointment.*``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ if TYPE_CHECKING:
 REMINDER_START = "rem.start"
 REMINDER_SNOOZE = "rem.snooze"
 REMINDER_SKIP = "rem.skip"
+# Under an appointment reminder (the id is the outbox row's): handlers/appointments.py.
+APPOINTMENT_ATTENDING = "ap.yes"
+APPOINTMENT_RESCHEDULE = "ap.resched"
+APPOINTMENT_REMINDER_KEY = "outbox.appointment_reminder"
 
 #: kind -> rows of (label key under ``outbox.buttons.<kind>``, signed action)
 LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
@@ -32,6 +41,14 @@ LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
         [("start", REMINDER_START)],
         [("snooze", REMINDER_SNOOZE), ("skip", REMINDER_SKIP)],
     ],
+}
+
+#: content key -> (label group under ``outbox.buttons``, rows of (label key, signed action))
+CONTENT_LAYOUTS: dict[str, tuple[str, list[list[tuple[str, str]]]]] = {
+    APPOINTMENT_REMINDER_KEY: (
+        "appointment",
+        [[("attending", APPOINTMENT_ATTENDING)], [("reschedule", APPOINTMENT_RESCHEDULE)]],
+    ),
 }
 
 
@@ -43,14 +60,18 @@ class OutboxButtons:
         self._callbacks = callbacks
 
     def __call__(self, row: Claimed) -> InlineKeyboardMarkup | None:
-        layout = LAYOUTS.get(str(row.kind))
-        if layout is None or row.body is not None:
+        if row.body is not None:
+            return None
+        group, layout = str(row.kind), LAYOUTS.get(str(row.kind))
+        if row.content_key in CONTENT_LAYOUTS:
+            group, layout = CONTENT_LAYOUTS[row.content_key]
+        if layout is None:
             return None
         return InlineKeyboardMarkup(
             [
                 [
                     InlineKeyboardButton(
-                        self._content.text(f"outbox.buttons.{row.kind}.{label}", row.language),
+                        self._content.text(f"outbox.buttons.{group}.{label}", row.language),
                         callback_data=self._callbacks.pack(row.chat_id, action, row.id),
                     )
                     for label, action in buttons

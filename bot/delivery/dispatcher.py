@@ -71,6 +71,7 @@ from bot.db.delivery_models import OutboxState
 from bot.db.types import utcnow
 from bot.delivery.clock import Clock, quiet_until
 from bot.delivery.pacing import Pacer
+from bot.delivery.rendering import render_params
 from bot.delivery.ratelimit import NO_RETRIES
 from bot.delivery.store import Claimed, Outcome, OutboxStore
 
@@ -476,7 +477,8 @@ class Dispatcher:
             return row.body
         if row.undecryptable or row.content_key is None:
             raise ValueError("no payload")
-        return self.content.text(row.content_key, row.language, **(row.params or {}))
+        params = render_params(self.content, row.language, row.timezone, row.params)
+        return self.content.text(row.content_key, row.language, **params)
 
     def _retry(self, row: Claimed, code: str) -> Outcome:
         """Back off exponentially with jitter ("equal jitter": half fixed, half random)."""

@@ -67,7 +67,7 @@ class Services:
     safety_plans: SafetyPlanService  # /safetyplan: a client's own safety plan (owner-checked)
     crisis: CrisisResources  # emergency numbers and crisis lines per country (content/crisis_lines.yaml)
     therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
-    appointments: AppointmentService  # appointments in the therapist's zone (no handlers yet)
+    appointments: AppointmentService  # /appointments: in the therapist's zone; reminders, check-in prompts
 
     async def close(self) -> None:
         try:

@@ -31,6 +31,7 @@ from bot.db.repositories import (
     LinkRepository,
     PeopleRepository,
 )
+from bot.services.appointments import AppointmentService
 from bot.services.invites import InviteService, InviteStatus, NotAllowed, current_person, status_of
 from bot.services.names import InvalidAlias, InvalidDisplayName, clean_alias, clean_display_name
 from bot.services.notices import Notices
@@ -121,8 +122,12 @@ class ClinicService:
         invites: InviteService,
         notices: Notices,
         crypto: FieldCrypto | None = None,
+        *,
+        appointments: AppointmentService | None = None,
     ) -> None:
         self._sessions = sessions
+        # A link that ends cancels the client's coming appointments with that therapist.
+        self._appointments = appointments
         self._invites = invites  # its clock is "now" for every decision here too
         self._notices = notices
         self._crypto = crypto
@@ -131,6 +136,10 @@ class ClinicService:
         """One key-store query for many people's encrypted columns (see FieldCrypto)."""
         if self._crypto is not None and person_ids:
             await self._crypto.prepare(person_ids)
+
+    async def _link_ended(self, session: AsyncSession, client_id: int, therapist_id: int) -> None:
+        if self._appointments is not None:
+            await self._appointments.end_with_therapist(session, client_id, therapist_id)
 
     # -- joining --------------------------------------------------------------------------
 
@@ -256,6 +265,7 @@ class ClinicService:
         async with self._sessions.begin() as session:
             _therapist, link, client = await self._own_client(session, actor, client_id)
             link.ended_at = now
+            await self._link_ended(session, client.id, link.therapist_id)
             await self._notices.queue(
                 session, client.id, client.language, "clients.unlinked_notice",
                 idempotency_key=f"notice:unlinked:{link.id}",
@@ -341,6 +351,7 @@ class ClinicService:
             people = PeopleRepository(session)
             clients: list[Person] = []
             for link_id, client_id in ended:
+                await self._link_ended(session, client_id, therapist.id)
                 client = await people.get(client_id)
                 if client is None:
                     continue

@@ -34,6 +34,7 @@ from bot.db.repositories import (
     PeopleRepository,
 )
 from bot.db.types import utcnow
+from bot.services.appointments import AppointmentService
 from bot.services.consent import Recipient
 from bot.services.invites import InviteService, InviteStatus, InviteView
 from bot.services.notices import Notices
@@ -87,11 +88,17 @@ class Switch:
 
 class ClientEnrollmentService:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], invites: InviteService, notices: Notices
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        invites: InviteService,
+        notices: Notices,
+        *,
+        appointments: AppointmentService | None = None,
     ) -> None:
         self._sessions = sessions
         self._invites = invites
         self._notices = notices
+        self._appointments = appointments  # switching therapist cancels the coming appointments with the old one
 
     async def invite(self, invite_id: int) -> InviteView:
         """The invite a signed button names, as ``InviteService.inspect`` sees it now."""
@@ -193,6 +200,8 @@ class ClientEnrollmentService:
             if current is not None:
                 current.ended_at = utcnow()
                 await session.flush()  # the old link ends before the new one starts
+                if self._appointments is not None:  # coming appointments with the old therapist
+                    await self._appointments.end_with_therapist(session, client.id, current.therapist_id)
                 old = await people.get(current.therapist_id)
                 if old is not None and old.active:
                     old_therapist = Recipient(old.id, old.telegram_id, old.language)
