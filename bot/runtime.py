@@ -43,6 +43,7 @@ from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService
+from bot.services.checkins import CheckInService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -119,6 +120,8 @@ async def open_services(
         crisis=crisis,
         therapist_keys=TherapistKeyService(sessions),
         appointments=AppointmentService(sessions),
+        # Listeners (the summary of a completed check-in) are added where they are built.
+        checkins=CheckInService(sessions, outbox),
     )
 
 

@@ -33,6 +33,7 @@ from bot.flows import Flows
 from bot.logs import remember_update_texts
 from handlers import (
     account,
+    checkin,
     clients,
     errors,
     exercises,
@@ -74,6 +75,8 @@ def conversations(content: Content) -> list[BaseHandler]:
         # (handlers.safety_plan.show_plan is what the crisis path shows)
         safety_plan.build(fallbacks, free_text, content),
         setkey.build(fallbacks, free_text),  # /setkey: the age key summaries are encrypted to (therapists)
+        # /checkin and [Start my check-in] under a prompt: the pre-appointment check-in (clients)
+        checkin.build(fallbacks, free_text, content),
     ]
 
 

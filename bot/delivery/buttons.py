@@ -5,6 +5,10 @@ labels are content (``outbox.buttons.reminder.*``, in the recipient's language) 
 data is a signed payload (bot.callbacks) naming the outbox row, made for the recipient's
 Telegram id, so only they can press it. handlers/exercises answers Start now,
 handlers/reminders.py the other two.
+
+A check-in prompt or its reminder (kind ``check_in_prompt``) gets "Start my check-in"
+(``outbox.buttons.check_in_prompt.start``), signed the same way and answered by
+handlers/checkin.py, which checks that the row is the presser's own prompt.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 REMINDER_START = "rem.start"
 REMINDER_SNOOZE = "rem.snooze"
 REMINDER_SKIP = "rem.skip"
+# Under a check-in prompt (the id is the outbox row's): handlers/checkin.py.
+CHECK_IN_START = "ci.start"
 
 #: kind -> rows of (label key under ``outbox.buttons.<kind>``, signed action)
 LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
@@ -32,6 +38,7 @@ LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
         [("start", REMINDER_START)],
         [("snooze", REMINDER_SNOOZE), ("skip", REMINDER_SKIP)],
     ],
+    OutboxKind.CHECK_IN_PROMPT.value: [[("start", CHECK_IN_START)]],
 }
 
 
