@@ -44,6 +44,7 @@ from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService, Planning
+from bot.services.checkins import CheckInService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -130,6 +131,8 @@ async def open_services(
         crisis=crisis,
         therapist_keys=TherapistKeyService(sessions),
         appointments=appointments,
+        # Listeners (the summary of a completed check-in) are added where they are built.
+        checkins=CheckInService(sessions, outbox),
     )
 
 

@@ -36,6 +36,7 @@ from bot.logs import remember_update_texts
 from handlers import (
     account,
     appointments,
+    checkin,
     clients,
     errors,
     exercises,
@@ -79,6 +80,8 @@ def conversations(content: Content) -> list[BaseHandler]:
         setkey.build(fallbacks, free_text),  # /setkey: the age key summaries are encrypted to (therapists)
         # /appointments: therapists and staff make, move and cancel; clients read their own
         appointments.build(fallbacks, free_text),
+        # /checkin and [Start my check-in] under a prompt: the pre-appointment check-in (clients)
+        checkin.build(fallbacks, free_text, content),
     ]
 
 

@@ -223,6 +223,13 @@ async def crisis_answer(update: Update, context: BotContext) -> None:
     if update.callback_query.data == CRISIS_NO:
         await _say_with_way_back(update, context, "safety.crisis.denied")
         return
+    await crisis_confirmed(update, context)
+
+
+async def crisis_confirmed(update: Update, context: BotContext) -> None:
+    """The crisis path once the client has said yes (here, or to the check-in's question on
+    thoughts of self-harm): the lines again, the practice's instructions, a flag and the
+    therapist's alert (RISK_ALERT), and the client's safety plan."""
     await say(update, context, "safety.crisis.confirmed", crisis=await crisis_block(update, context))
     await say(update, context, "safety.crisis.instructions")
     try:

@@ -494,6 +494,7 @@ from bot.db import delivery_models as _delivery_models  # noqa: E402,F401  (outb
 class SafetyFlagKind(enum.StrEnum):
     MEMORY_WORK = "memory_work"  # the client wants to work on a memory: for the session
     RISK = "risk"  # the client answered yes to the crisis question
+    UNSAFE = "unsafe"  # in a check-in, the client said they feel unsafe at home or with someone
 
 
 class SafetyFlag(Base):

@@ -10,6 +10,9 @@ An appointment reminder (content key ``outbox.appointment_reminder``; a notice, 
 outbox's kinds are fixed by the schema) gets "I'll be there" and "I need to reschedule",
 answered by handlers/appointments.py. Its layout is chosen by content key
 (``CONTENT_LAYOUTS``), labels under ``outbox.buttons.appointment.*``.
+A check-in prompt or its reminder (kind ``check_in_prompt``) gets "Start my check-in"
+(``outbox.buttons.check_in_prompt.start``), signed the same way and answered by
+handlers/checkin.py, which checks that the row is the presser's own prompt.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ REMINDER_SKIP = "rem.skip"
 APPOINTMENT_ATTENDING = "ap.yes"
 APPOINTMENT_RESCHEDULE = "ap.resched"
 APPOINTMENT_REMINDER_KEY = "outbox.appointment_reminder"
+# Under a check-in prompt (the id is the outbox row's): handlers/checkin.py.
+CHECK_IN_START = "ci.start"
 
 #: kind -> rows of (label key under ``outbox.buttons.<kind>``, signed action)
 LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
@@ -41,6 +46,7 @@ LAYOUTS: dict[str, list[list[tuple[str, str]]]] = {
         [("start", REMINDER_START)],
         [("snooze", REMINDER_SNOOZE), ("skip", REMINDER_SKIP)],
     ],
+    OutboxKind.CHECK_IN_PROMPT.value: [[("start", CHECK_IN_START)]],
 }
 
 #: content key -> (label group under ``outbox.buttons``, rows of (label key, signed action))

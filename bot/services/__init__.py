@@ -36,6 +36,7 @@ from bot.services.safety_plan import SafetyPlanService
 from bot.safety.resources import CrisisResources
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService
+from bot.services.checkins import CheckInService
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Services:
     crisis: CrisisResources  # emergency numbers and crisis lines per country (content/crisis_lines.yaml)
     therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
     appointments: AppointmentService  # /appointments: in the therapist's zone; reminders, check-in prompts
+    checkins: CheckInService  # /checkin: a client's own pre-appointment check-in (answers encrypted)
 
     async def close(self) -> None:
         try:

@@ -8,6 +8,9 @@
   transaction (so a flag always has its alert, and a retry queues no second one: the
   alert's key is the flag's id). The alert names the client by the therapist's pseudonym
   and carries nothing clinical.
+* Feeling unsafe at home or with someone, answered yes in a check-in: a flag of its own
+  (``unsafe``) and the same kind of immediate alert ("K7 flagged a safety concern"), once
+  per check-in.
 
 Every method acts for the client themselves (an enrolled client), checked here.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.delivery_models import OutboxMessage
 from bot.db.models import Role, SafetyFlag, SafetyFlagKind
 from bot.db.repositories import AuditRepository
 from bot.db.types import utcnow
@@ -107,6 +111,32 @@ class SafetyFlagService:
                 queued = await self._notices.queue(
                     session, therapist.person_id, therapist.language, "safety.alert.risk",
                     idempotency_key=f"safety-alert:{flag.id}", alias=alias,
+                )
+                if queued is not None:
+                    flag.alerted_at = utcnow()
+                    alerted = True
+            return Flagged(flag.id, alerted, therapist is not None)
+
+    async def unsafe_reported(self, actor: Identity, check_in_id: int) -> Flagged | None:
+        """In check-in ``check_in_id`` the client said they feel unsafe at home or with
+        someone: a flag and (policy ``immediate``) an alert to their therapist with nothing
+        clinical in it, atomically. Once per check-in (answering it again adds nothing: None)."""
+        client_id = self._client_id(actor)
+        key = f"safety-alert:unsafe:{check_in_id}"
+        async with self._sessions.begin() as session:
+            if await session.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)):
+                return None
+            flag = SafetyFlag(client_id=client_id, kind=SafetyFlagKind.UNSAFE.value)
+            session.add(flag)
+            await session.flush()
+            await self._audit(session, actor, "safety.flag.unsafe")
+            therapist = await therapist_of(session, client_id)
+            alerted = False
+            if therapist is not None and self._alert_policy == "immediate":
+                alias = therapist.client_alias or self._notices.text("safety.alert.unnamed", therapist.language)
+                queued = await self._notices.queue(
+                    session, therapist.person_id, therapist.language, "safety.alert.unsafe",
+                    idempotency_key=key, alias=alias,
                 )
                 if queued is not None:
                     flag.alerted_at = utcnow()
