@@ -43,6 +43,7 @@ from bot.services.clinic import ClinicService
 from bot.services.exercise_log import ExerciseLogService
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService
+from bot.services.summaries import SummaryService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -85,6 +86,8 @@ async def open_services(
     outbox = OutboxService(sessions)
     schedules = ScheduleService(sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes)
     notices = Notices(outbox, content)  # queued by the services, in the transaction of the change
+    # Listens to completed check-ins (CheckInService listeners) and to a therapist's first key.
+    summaries = SummaryService(sessions, content, outbox, notices)
     return Services(
         settings=settings,
         engine=engine,
@@ -117,8 +120,9 @@ async def open_services(
         safety_flags=SafetyFlagService(sessions, notices, alert_policy=settings.risk_alert),
         safety_plans=SafetyPlanService(sessions),
         crisis=crisis,
-        therapist_keys=TherapistKeyService(sessions),
+        therapist_keys=TherapistKeyService(sessions, on_key_set=summaries.release_waiting),
         appointments=AppointmentService(sessions),
+        summaries=summaries,
     )
 
 

@@ -36,6 +36,7 @@ from bot.services.safety_plan import SafetyPlanService
 from bot.safety.resources import CrisisResources
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService
+from bot.services.summaries import SummaryService
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Services:
     crisis: CrisisResources  # emergency numbers and crisis lines per country (content/crisis_lines.yaml)
     therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
     appointments: AppointmentService  # appointments in the therapist's zone (no handlers yet)
+    summaries: SummaryService  # readiness of check-ins; summaries encrypted to the therapist's key
 
     async def close(self) -> None:
         try:
