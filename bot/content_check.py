@@ -721,6 +721,8 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "appointments.response": ("client",),
     "appointments.response_gone": ("client",),
     "appointments.reschedule_notice": ("therapist",),
+    "summary": ("therapist",),
+    "readiness": ("therapist",),
 }
 _COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
 
@@ -883,7 +885,7 @@ def feature_problems(root: Path = CONTENT_DIR) -> list[Problem]:
         planned = [
             (str(entry["feature"]), {lang: [re.compile(p, re.IGNORECASE) for p in entry.get(lang, [])]
                                      for lang in entry if lang != "feature"})
-            for entry in data.get("planned", [])
+            for entry in data.get("planned") or []  # empty once every planned feature has landed
         ]
     except (yaml.YAMLError, KeyError, TypeError, AttributeError, re.error) as exc:
         checker.problem(path, None, f"cannot read the planned features ({type(exc).__name__}): "
@@ -915,4 +917,43 @@ def feature_problems(root: Path = CONTENT_DIR) -> list[Problem]:
     return checker.report.problems
 
 
-EXTRA_CHECKS = (command_problems, reminder_word_problems, crisis_coverage_problems, feature_problems)
+def readiness_problems(root: Path = CONTENT_DIR) -> list[Problem]:
+    """content/readiness.yaml (bot.readiness) loads: known questions and choices, thresholds
+    inside the question's scale, known colours; and every language has words for every
+    reason (``readiness.reasons.<reason>``) and colour (``readiness.colours.<colour>``)."""
+    from bot.readiness import RULES_FILE, Colour, ReadinessRulesError, load_rules, reasons_of
+
+    checker, loader = _Checker(root), _loader(root)
+    path = root / RULES_FILE
+    if not path.is_file():
+        checker.problem(path, None, "the readiness rules are missing (bot/readiness.py reads them)")
+        return checker.report.problems
+    try:
+        rules = load_rules(path)
+    except ReadinessRulesError as exc:
+        for line, message in exc.problems:
+            checker.problem(path, line, message)
+        return checker.report.problems
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = loader.load_language(lang)
+        table = files.get("readiness")
+        data = table.data.get("readiness", {}) if table else {}
+        where = table.path if table else root / lang
+        reasons = data.get("reasons") if isinstance(data, dict) else None
+        colours = data.get("colours") if isinstance(data, dict) else None
+        for reason in reasons_of(rules):
+            if not isinstance(reasons, dict) or not isinstance(reasons.get(reason), str):
+                checker.problem(where, table.line(("readiness",)) if table else None,
+                                f"the readiness reason {reason!r} ({RULES_FILE}) has no words in {lang}: "
+                                f"add readiness.reasons.{reason}")
+        for colour in Colour:
+            if not isinstance(colours, dict) or not isinstance(colours.get(colour.value), str):
+                checker.problem(where, table.line(("readiness",)) if table else None,
+                                f"the readiness colour {colour.value!r} has no words in {lang}: "
+                                f"add readiness.colours.{colour.value}")
+    return checker.report.problems
+
+
+EXTRA_CHECKS = (
+    command_problems, reminder_word_problems, crisis_coverage_problems, feature_problems, readiness_problems,
+)

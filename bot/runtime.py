@@ -45,6 +45,7 @@ from bot.services.exercise_log import ExerciseLogService
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService, Planning
 from bot.services.checkins import CheckInService
+from bot.services.summaries import SummaryService
 from bot.services.progress import ProgressService
 from bot.services.menus import CommandMenus
 from bot.services.people import PeopleService
@@ -87,6 +88,8 @@ async def open_services(
     outbox = OutboxService(sessions)
     schedules = ScheduleService(sessions, outbox, default_grace_minutes=settings.reminder_grace_minutes)
     notices = Notices(outbox, content)  # queued by the services, in the transaction of the change
+    # Listens to completed check-ins (CheckInService listeners) and to a therapist's first key.
+    summaries = SummaryService(sessions, content, outbox, notices)
     appointments = AppointmentService(
         sessions,
         outbox=outbox,
@@ -129,10 +132,11 @@ async def open_services(
         safety_flags=SafetyFlagService(sessions, notices, alert_policy=settings.risk_alert),
         safety_plans=SafetyPlanService(sessions),
         crisis=crisis,
-        therapist_keys=TherapistKeyService(sessions),
+        therapist_keys=TherapistKeyService(sessions, on_key_set=summaries.release_waiting),
         appointments=appointments,
-        # Listeners (the summary of a completed check-in) are added where they are built.
-        checkins=CheckInService(sessions, outbox),
+        # A completed check-in's summary is made in the same transaction (a listener).
+        checkins=CheckInService(sessions, outbox, listeners=[summaries.on_check_in_completed]),
+        summaries=summaries,
     )
 
 

@@ -11,9 +11,9 @@ matches; groups run from the lowest number up. The order below is the product's 
   group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
                      1. conversations (their states take precedence while one is active)
                      2. commands without a conversation (/therapists, /staff, /language,
-                        /mydata, /delete, /consent) and the buttons of their messages, and
-                        the buttons under messages the outbox delivered (reminders,
-                        appointment reminders)
+                        /mydata, /delete, /consent, /summaries) and the buttons of their
+                        messages, and the buttons under messages the outbox delivered
+                        (reminders, appointment reminders)
                      3. commands available at any time (/help, /about, /cancel or a stop word)
                      4. fallbacks: unknown commands, stray text, stale buttons
   group FLOWS (50)   the one-active-flow rule (bot.flows): the flow that handled the update
@@ -54,6 +54,7 @@ from handlers import (
     safety_plan,
     setkey,
     start,
+    summaries,
     therapists,
 )
 from handlers.access import public
@@ -120,6 +121,7 @@ def register(application: Application) -> None:
     application.add_handlers(account.build(), group=MAIN)  # /mydata, /delete, /consent (clients)
     application.add_handlers(learn.build(), group=MAIN)  # /learn and its buttons (everyone)
     application.add_handlers(progress.build(), group=MAIN)  # /progress (clients)
+    application.add_handlers(summaries.build(), group=MAIN)  # /summaries (therapists)
     application.add_handlers(reminders.build_buttons(), group=MAIN)  # under a delivered reminder
     application.add_handlers(appointments.build_buttons(), group=MAIN)  # under an appointment reminder
     application.add_handlers(safety.buttons(), group=MAIN)  # under a boundary or crisis message

@@ -107,13 +107,21 @@ async def _list(update: Update, context: BotContext, page: int) -> tuple[str, In
 async def _row(update: Update, context: BotContext, client: ClientSummary, name: str) -> str:
     last = await local_time(update, context, client.last_seen_at, "clients.datetime_format")
     parts = [await text(update, context, "clients.row", alias=name, last=last or await text(update, context, "clients.never"))]
-    # Columns of later features appear only when they have data (see ClientSummary).
+    # Only what has data (see ClientSummary); never an answer, only the colour and dates.
+    if client.readiness is not None:
+        parts.append(await text(update, context, "clients.row_readiness", colour=await _colour(update, context, client)))
+    if client.last_check_in is not None:
+        day = await local_time(update, context, client.last_check_in, "clients.date_format")
+        parts.append(await text(update, context, "clients.row_check_in", date=day))
     if client.next_appointment is not None:
         when = await local_time(update, context, client.next_appointment, "clients.datetime_format")
         parts.append(await text(update, context, "clients.row_appointment", when=when))
-    if client.readiness is not None:
-        parts.append(await text(update, context, "clients.row_readiness", colour=client.readiness))
     return " · ".join(parts)
+
+
+async def _colour(update: Update, context: BotContext, client: ClientSummary) -> str:
+    """The latest readiness as an emoji and a word (content: readiness.colours)."""
+    return await text(update, context, f"readiness.colours.{client.readiness}")
 
 
 async def _name(update: Update, context: BotContext, client: ClientSummary, number: int) -> str:
@@ -156,11 +164,14 @@ async def _show_page(update: Update, context: BotContext, client: ClientSummary)
             last=last or await text(update, context, "clients.never"),
         )
     ]
+    if client.readiness is not None:
+        lines.append(await text(update, context, "clients.page_readiness", colour=await _colour(update, context, client)))
+    if client.last_check_in is not None:
+        day = await local_time(update, context, client.last_check_in, "clients.date_format")
+        lines.append(await text(update, context, "clients.page_check_in", date=day))
     if client.next_appointment is not None:
         when = await local_time(update, context, client.next_appointment, "clients.datetime_format")
         lines.append(await text(update, context, "clients.page_appointment", when=when))
-    if client.readiness is not None:
-        lines.append(await text(update, context, "clients.page_readiness", colour=client.readiness))
     pack = packer(update, context)
     markup = keyboard(
         [

@@ -1,4 +1,6 @@
 """/setkey: a therapist registers the age public key their summaries will be encrypted to.
+Summaries that waited for a first key are encrypted to it and queued in the same transaction
+(bot.services.summaries), and the answer says how many are on their way.
 
     /setkey age1…  ─┐
     /setkey ──► KEY ┴─(a key)──► no key yet ─────────► set: fingerprint, end
@@ -78,6 +80,7 @@ async def _take(update: Update, context: BotContext, given: str) -> str | int:
         return ConversationHandler.END
     if change.outcome is Outcome.SET:
         await say(update, context, "setkey.set", fingerprint=change.key.fingerprint)
+        await _released(update, context, change.released)
         return ConversationHandler.END
     if change.outcome is Outcome.SAME:
         await say(update, context, "setkey.same", fingerprint=change.key.fingerprint)
@@ -120,9 +123,17 @@ async def replace(update: Update, context: BotContext) -> int:
         await say(update, context, "setkey.expired")
     elif change.outcome is Outcome.REPLACED:
         await say(update, context, "setkey.replaced", fingerprint=change.key.fingerprint)
+        await _released(update, context, change.released)
     else:  # the old key was gone meanwhile: this one is simply set
         await say(update, context, "setkey.set", fingerprint=change.key.fingerprint)
+        await _released(update, context, change.released)
     return ConversationHandler.END
+
+
+async def _released(update: Update, context: BotContext, count: int) -> None:
+    """Summaries that waited for a key were encrypted to this one and are on their way."""
+    if count:
+        await say(update, context, "setkey.released", count=count)
 
 
 @requires(Role.THERAPIST)

@@ -134,10 +134,10 @@ async def test_withdrawing_consent_is_recorded_and_the_therapist_is_told(bot: Ru
 
     await client.send("/consent")
     status = await client.next_message()
-    assert says(status, "account.consent.granted") and "version 2026-12-2" in status.text
+    assert says(status, "account.consent.granted") and "version 2026-12-3" in status.text
     assert labels(status) == ["Read the consent", "Withdraw my consent"]
     await client.press("Read the consent", status)
-    assert "(version 2026-12-2)" in (await client.next_message()).text
+    assert "(version 2026-12-3)" in (await client.next_message()).text
 
     await client.press("Withdraw my consent", status)
     confirm = await client.next_message()
@@ -159,7 +159,7 @@ async def test_withdrawing_consent_is_recorded_and_the_therapist_is_told(bot: Ru
     assert says(status, "account.consent.withdrawn")
     await client.press("Give consent again", status)
     await client.press("I agree", await client.next_message())
-    assert says(await client.next_message(), "account.consent.regranted", version="2026-12-2")
+    assert says(await client.next_message(), "account.consent.regranted", version="2026-12-3")
     assert await consent.has_active_consent(person.id)
     assert (await therapist_chat.next_message()).text == first_line("account.consent.regranted_notice", alias="Robin")
 

@@ -504,7 +504,7 @@ def test_a_menu_command_without_a_handler_is_reported(copy):
 def test_herinnering_in_a_dutch_reminder_text_is_reported_and_a_memory_is_not(copy):
     replace(copy / "nl" / "reminders.yaml", "De oefenmelding is verwijderd.", "De herinnering is verwijderd.")
     assert_reported(copy, "nl/reminders.yaml", "reminders.deleted", '"herinnering" also means memory')
-    replace(copy / "nl" / "account.yaml", "Oefenmeldingen staan aan.", "Herinneringen en samenvattingen staan aan.")
+    replace(copy / "nl" / "account.yaml", "Oefenmeldingen staan aan,", "Herinneringen staan aan,")
     assert_reported(copy, "nl/account.yaml", "account.consent.granted", '"Herinneringen" also means memory')
     found = problems(copy)
     assert not any("bot.yaml" in p and "also means memory" in p for p in found), \
@@ -530,8 +530,8 @@ def test_a_text_naming_a_feature_not_built_yet_is_reported(copy):
     replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
             "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
     assert_reported(copy, "en/bot.yaml", "help.client names the pre-appointment check-in")
-    add_page(copy / "nl" / "learn" / "safety.md", "Je therapeut leest je samenvatting.")
-    assert_reported(copy, "nl/learn/safety.md", "names summaries for the therapist")
+    add_page(copy / "nl" / "learn" / "safety.md", "Vul vóór je afspraak de check-in in.")
+    assert_reported(copy, "nl/learn/safety.md", "names the pre-appointment check-in")
     # A text kept ready for the feature, marked `# FEATURE` above its key, is not reported.
     found = problems(copy)
     assert not any("outbox.check_in_prompt" in p for p in found)
@@ -539,8 +539,9 @@ def test_a_text_naming_a_feature_not_built_yet_is_reported(copy):
 
 def test_a_feature_that_lands_is_deleted_from_the_list(copy):
     text = (copy / "features.yaml").read_text(encoding="utf-8")
-    start, end = text.index("  - feature: the pre-appointment check-in"), text.index("  - feature: summaries")
-    (copy / "features.yaml").write_text(text[:start] + text[end:], encoding="utf-8")
+    start = text.index("  - feature: the pre-appointment check-in")
+    end = text.find("  - feature:", start + 1)
+    (copy / "features.yaml").write_text(text[:start] + (text[end:] if end != -1 else ""), encoding="utf-8")
     replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
             "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
     replace(copy / "nl" / "bot.yaml", "    /learn — korte pagina's over imaginaire rescripting\n    /practice",

@@ -34,7 +34,7 @@ from tests.join_support import (
 )
 
 ALPHABET = string.ascii_letters + string.digits + "_-"
-VERSION = "2026-12-2"
+VERSION = "2026-12-3"
 
 
 async def test_a_client_joins_with_consent_language_and_time_zone(bot: RunningBot, emulator: BotApiEmulator):

@@ -21,7 +21,8 @@ from bot.crypto import age
 from bot.crypto.fields import Encrypted
 from bot.db.delivery_models import OutboxKind
 from bot.db.engine import is_sqlite
-from bot.db.models import Base
+from bot.db.models import Base, CheckIn, CheckInState
+from bot.db.types import utcnow
 from bot.logs import PrivacyFilter
 from bot.sandbox.emulator import BotApiEmulator
 from tests.fixtures_bot import RunningBot
@@ -36,10 +37,11 @@ SUMMARY = "Qzx Summarymarker: stress 7 of 10"  # a clinical message the bot send
 SAFE_PLACE = ["Qzx Seemarker", "Qzx Hearmarker", "Qzx Feelmarker"]  # /practice: the safe place
 BOUNDARY = "Qzx Narrativemarker can you guide me through rescripting the memory of my father?"
 NOTE = "Qzx Notemarker it comes up at night"  # the client's own note with a flag for the therapist
+CHECK_IN_NOTE = "Qzx Checkinmarker please ask about work"  # the check-in's note (in the answers and summary)
 SAFETY_PLAN = [f"Qzx Planmarker{n} step {n}\nQzx Planmarker{n} again" for n in range(1, 7)]  # /safetyplan
 MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker",
            "Seemarker", "Hearmarker", "Feelmarker", "Narrativemarker", "Notemarker",
-           *(f"Planmarker{n}" for n in range(1, 7))]
+           "Checkinmarker", *(f"Planmarker{n}" for n in range(1, 7))]
 
 
 def encrypted_columns() -> list[tuple[str, str]]:
@@ -161,8 +163,25 @@ async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
     await therapist.send(RENAMED)
     await therapist.wait_for(lambda m: RENAMED in m.content)
     # /setkey: the therapist's age public key (stored encrypted, bound to them).
-    await therapist.send(f"/setkey {age.generate().recipient.text}")
+    pair = age.generate()
+    await therapist.send(f"/setkey {pair.recipient.text}")
     await therapist.wait_for(lambda m: m.content.startswith("Done: this is your encryption key"))
+
+    # A completed check-in (answers and readiness encrypted) and its summary, age-encrypted to
+    # the therapist's key. Made directly and handed to the summary listener, as the check-in
+    # service does when the client finishes (the conversation has its own tests).
+    client_id = (await services(bot).people.identify(client.id, "", None)).person_id
+    async with services(bot).sessions.begin() as session:
+        check_in = CheckIn(
+            client_id=client_id, therapist_id=(await services(bot).people.identify(therapist.id, "", None)).person_id,
+            state=CheckInState.COMPLETED, completed_at=utcnow(),
+            answers=json.dumps({"distress": 7, "ready": 5, "note": CHECK_IN_NOTE}),
+        )
+        session.add(check_in)
+        await session.flush()
+        await services(bot).summaries.on_check_in_completed(session, check_in)
+    document = await therapist.wait_for(lambda m: m.document is not None and m.document.file_name.endswith(".age"))
+    assert "Checkinmarker" in age.decrypt(document.document.data, pair.identity_file).decode(), "only the key opens it"
 
     # The outbox (bot.delivery): a clinical message is queued encrypted, then delivered.
     therapist_id = (await services(bot).people.identify(therapist.id, "", None)).person_id

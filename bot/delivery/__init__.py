@@ -67,6 +67,7 @@ def start_delivery(application: Application) -> Dispatcher:
         registry=None if is_sqlite(settings.database_url) else InstanceRegistry(services.sessions),
         may_receive=services.consent.may_receive,
         buttons=OutboxButtons(services.content, services.callbacks),
+        documents=services.summaries.document,  # summaries go out as .age documents
     )
     dispatcher.start()
     application.bot_data[DISPATCHER_KEY] = dispatcher

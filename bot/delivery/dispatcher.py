@@ -11,6 +11,10 @@ second (OUTBOX_TICK_SECONDS). A tick is short; it
    (back to pending until they end), two for one chat (the later one waits a tick);
 5. hands the rest to the sender task.
 
+A row is sent as a text (its content key in the recipient's language, or its encrypted
+body), or, for a row of a kind in ``DOCUMENT_KINDS`` (a summary) without a body, as a
+document whose file and caption ``documents(row)`` reads at send time.
+
 The sender task starts a send task for each row once its chat may get a message (one per
 OUTBOX_PER_CHAT_INTERVAL), up to ``max_in_flight`` at once; each send task takes its token
 of the overall rate right before its HTTP call (bot.delivery.pacing), so a busy event loop
@@ -51,7 +55,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -67,7 +71,7 @@ from telegram.error import (
 from telegram.ext import ExtBot
 
 from bot.content import Content, ContentError
-from bot.db.delivery_models import OutboxState
+from bot.db.delivery_models import OutboxKind, OutboxState
 from bot.db.types import utcnow
 from bot.delivery.clock import Clock, quiet_until
 from bot.delivery.pacing import Pacer
@@ -117,6 +121,18 @@ class DispatcherConfig:
         """A send still unanswered after this is treated as a network error, well inside
         the lease (so no other claim can start while it might still go through)."""
         return max(1.0, self.lease.total_seconds() / 2)
+
+
+class Document(Protocol):
+    """A file to send instead of a text: its name, bytes and caption (Telegram HTML)."""
+
+    filename: str
+    data: bytes
+    caption: str
+
+
+#: Kinds sent as a document (``Dispatcher.documents``) rather than as a text.
+DOCUMENT_KINDS = frozenset({OutboxKind.SUMMARY.value})
 
 
 @dataclass
@@ -170,8 +186,12 @@ class Dispatcher:
         rng: random.Random | None = None,
         may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
         buttons: Callable[[Claimed], InlineKeyboardMarkup | None] | None = None,
+        documents: Callable[[Claimed], Awaitable[Document | None]] | None = None,
     ) -> None:
         self.bot = bot
+        #: The file of a row sent as a document (a summary: bot.services.summaries), read at
+        #: send time; None: nothing to send any more (the row fails).
+        self.documents = documents
         #: The inline keyboard of a row, made at send time for its recipient (bot.delivery.buttons).
         self.buttons = buttons
         #: Policy checked at send time, not at scheduling time: of these recipients, who may
@@ -436,20 +456,39 @@ class Dispatcher:
         self._settle(outcome)
 
     async def _deliver(self, row: Claimed) -> Outcome:
+        document: Document | None = None
         try:
-            text = self._render(row)
-            markup = self.buttons(row) if self.buttons is not None else None
+            if row.kind in DOCUMENT_KINDS and row.body is None and not row.undecryptable:
+                document = await self.documents(row) if self.documents is not None else None
+                if document is None:
+                    raise ValueError("no document")
+            else:
+                text = self._render(row)
+                markup = self.buttons(row) if self.buttons is not None else None
+        except (SQLAlchemyError, OSError) as exc:  # the summary could not be read now
+            _log.warning("Outbox row %s: its document could not be read (%s)", row.id, type(exc).__name__)
+            return self._retry(row, "database_error")
         except (ContentError, KeyError, ValueError, TypeError) as exc:
             _log.error("Outbox row %s cannot be rendered (%s)", row.id, type(exc).__name__)
             return Outcome(row.id, row.token, OutboxState.FAILED, "render_error")
         _log.debug("Sending outbox row %s (%s), attempt %d", row.id, row.kind, row.attempts)
         try:
-            message = await asyncio.wait_for(
-                self.bot.send_message(
+            if document is not None:
+                # Encrypted to the recipient's own key: they must be able to save the file to
+                # open it on their computer, so it is not protected from saving.
+                sending = self.bot.send_document(
+                    chat_id=row.chat_id,
+                    document=document.data,
+                    filename=document.filename,
+                    caption=document.caption,
+                    protect_content=False,
+                    **self._send_kwargs,
+                )
+            else:
+                sending = self.bot.send_message(
                     chat_id=row.chat_id, text=text, reply_markup=markup, **self._send_kwargs
-                ),
-                self.config.send_timeout,
-            )
+                )
+            message = await asyncio.wait_for(sending, self.config.send_timeout)
         except RetryAfter as exc:
             seconds = retry_after_seconds(exc)
             self._flood_wait(seconds)

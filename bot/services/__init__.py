@@ -37,6 +37,7 @@ from bot.safety.resources import CrisisResources
 from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService
 from bot.services.checkins import CheckInService
+from bot.services.summaries import SummaryService
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Services:
     therapist_keys: TherapistKeyService  # /setkey: the age key a therapist's summaries are encrypted to
     appointments: AppointmentService  # /appointments: in the therapist's zone; reminders, check-in prompts
     checkins: CheckInService  # /checkin: a client's own pre-appointment check-in (answers encrypted)
+    summaries: SummaryService  # readiness of check-ins; summaries encrypted to the therapist's key
 
     async def close(self) -> None:
         try:

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from typing import Any
+
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.crypto.fields import FieldCrypto
-from bot.db.models import Invite, InviteKind, Person, Role, TherapistClientLink
+from bot.db.models import Appointment, Invite, InviteKind, Person, Role, TherapistClientLink
 from bot.db.repositories import (
     AuditRepository,
     InviteRepository,
@@ -36,6 +38,7 @@ from bot.services.invites import InviteService, InviteStatus, NotAllowed, curren
 from bot.services.names import InvalidAlias, InvalidDisplayName, clean_alias, clean_display_name
 from bot.services.notices import Notices
 from bot.services.people import Identity
+from bot.services.summaries import SummaryService
 
 STAFF_ROLES = frozenset({Role.STAFF, Role.ADMIN})
 #: The role each practice invite gives.
@@ -67,9 +70,10 @@ class Recipient:
 class ClientSummary:
     """One row of a therapist's /clients.
 
-    ``next_appointment`` and ``readiness`` (a colour code such as ``"green"``) are hooks for
-    the appointment and check-in features: they stay None until those features fill them
-    in ``ClinicService._enrich`` (no placeholder data is ever shown).
+    ``next_appointment`` (the next one not cancelled), ``last_check_in`` (when the latest
+    completed check-in was completed) and ``readiness`` (its colour code, ``"green"``,
+    ``"amber"`` or ``"red"``) are None when there is none. Never an answer: the chat shows
+    the colour and dates only, the rest is in the encrypted summary.
     """
 
     client_id: int
@@ -78,6 +82,7 @@ class ClientSummary:
     linked_since: datetime
     next_appointment: datetime | None = None
     readiness: str | None = None
+    last_check_in: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,12 @@ class Move:
     to_therapist: Recipient
     to_display_name: str | None
     clients: Sequence[Recipient]
+
+
+@dataclass(frozen=True)
+class _Extra:
+    next_appointment: dict[int, datetime]
+    check_ins: dict[int, tuple[datetime, Any]]  # client -> (completed at, readiness Colour or None)
 
 
 def _recipient(person: Person) -> Recipient:
@@ -219,26 +230,48 @@ class ClinicService:
         async with self._sessions() as session:
             therapist = await self._therapist(session, actor)
             links = LinkRepository(session)
-            await self._prepare(await links.client_ids_of(therapist.id))
+            ids = await links.client_ids_of(therapist.id)
+            await self._prepare(ids)
+            extra = await self._extra(session, therapist.id, ids)
             return [
-                self._enrich(client, link.started_at)
+                self._enrich(client, link.started_at, extra)
                 for link, client in await links.clients_of(therapist.id)
             ]
 
     async def client(self, actor: Identity, client_id: int) -> ClientSummary:
         """One of the actor's clients; :class:`NotAllowed` if not (or no longer) theirs."""
         async with self._sessions() as session:
-            _therapist, link, client = await self._own_client(session, actor, client_id)
-            return self._enrich(client, link.started_at)
+            therapist, link, client = await self._own_client(session, actor, client_id)
+            return self._enrich(client, link.started_at, await self._extra(session, therapist.id, [client.id]))
 
-    def _enrich(self, client: Person, linked_since: datetime) -> ClientSummary:
-        # Hook: the appointment and check-in features fill next_appointment and readiness
-        # here (e.g. from their own repositories) once they exist.
+    async def _extra(self, session: AsyncSession, therapist_id: int, client_ids: Sequence[int]) -> _Extra:
+        """The clients' next appointments with this therapist, and their latest check-ins."""
+        now = self._invites.now()
+        upcoming = await session.execute(
+            select(Appointment.client_id, func.min(Appointment.starts_at))
+            .where(
+                Appointment.therapist_id == therapist_id,
+                Appointment.client_id.in_(list(client_ids)),
+                Appointment.cancelled_at.is_(None),
+                Appointment.starts_at > now,
+            )
+            .group_by(Appointment.client_id)
+        ) if client_ids else []
+        return _Extra(
+            next_appointment={client: when for client, when in upcoming},
+            check_ins=await SummaryService.latest_readiness(session, client_ids),
+        )
+
+    def _enrich(self, client: Person, linked_since: datetime, extra: _Extra | None = None) -> ClientSummary:
+        last = extra.check_ins.get(client.id) if extra else None
         return ClientSummary(
             client_id=client.id,
             alias=client.alias,
             last_seen_at=client.last_seen_at,
             linked_since=linked_since,
+            next_appointment=extra.next_appointment.get(client.id) if extra else None,
+            readiness=last[1].value if last and last[1] else None,
+            last_check_in=last[0] if last else None,
         )
 
     async def rename_client(self, actor: Identity, client_id: int, alias: str) -> str:

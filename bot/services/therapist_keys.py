@@ -8,14 +8,18 @@ encrypted to (bot.crypto.age), with its history.
   the database at the moment of use, as every service here does).
 * The audit log gets the fingerprint, never the key (``therapist_key.set`` /
   ``therapist_key.replaced`` / ``therapist_key.secret_refused``).
-* ``recipient_for(therapist_id)`` is what the check-in will call: the current key, checked
-  against its stored fingerprint, or None.
+* ``recipient_for(therapist_id)``: the current key, checked against its stored fingerprint,
+  or None.
+* ``on_key_set`` (bot.services.summaries ``release_waiting``) runs in the transaction that
+  makes a key current: the summaries waiting for the therapist's first key are encrypted to
+  it and queued then (``KeyChange.released`` says how many). A replacing key re-encrypts
+  nothing made before.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,6 +61,12 @@ class KeyChange:
     outcome: Outcome
     key: RegisteredKey  # the key given (SET, SAME, CONFIRM) or now current (REPLACED)
     previous: RegisteredKey | None = None  # the key that is (CONFIRM) or was (REPLACED) current
+    released: int = 0  # summaries that waited for a key, encrypted to this one and queued now
+
+
+#: Runs in the transaction that makes a key current: (session, therapist id, key) -> how many
+#: waiting summaries it queued.
+KeySetListener = Callable[[AsyncSession, int, AgeRecipient], Awaitable[int]]
 
 
 class TherapistKeyRepository:
@@ -108,6 +118,11 @@ class TherapistKeyRepository:
         )
 
 
+def registered_recipient(row: TherapistKey) -> AgeRecipient:
+    """The key of a stored row, checked against its fingerprint (KeyTampered if not)."""
+    return _registered(row).recipient
+
+
 def _registered(row: TherapistKey) -> RegisteredKey:
     recipient = parse_recipient(row.recipient)
     if recipient.fingerprint != row.fingerprint:
@@ -117,10 +132,20 @@ def _registered(row: TherapistKey) -> RegisteredKey:
 
 class TherapistKeyService:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, clock: Callable[[], datetime] = utcnow
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_key_set: KeySetListener | None = None,
     ) -> None:
         self._sessions = sessions
         self.clock = clock
+        self._on_key_set = on_key_set
+
+    async def _key_set(self, session: AsyncSession, therapist_id: int, key: RegisteredKey) -> int:
+        if self._on_key_set is None:
+            return 0
+        return await self._on_key_set(session, therapist_id, key.recipient)
 
     async def _therapist(self, session: AsyncSession, actor: Identity) -> int:
         role, person = await current_person(session, actor)
@@ -176,7 +201,8 @@ class TherapistKeyService:
             if current is not None:
                 return KeyChange(Outcome.CONFIRM, _registered(row), previous)
             await self._audit(session, actor, therapist_id, "therapist_key.set", row.fingerprint, None)
-            return KeyChange(Outcome.SET, _registered(row))
+            key = _registered(row)
+            return KeyChange(Outcome.SET, key, released=await self._key_set(session, therapist_id, key))
 
     async def confirm(self, actor: Identity, proposal_id: int) -> KeyChange | None:
         """Make the asker's proposal ``proposal_id`` their current key. None when it is not
@@ -202,7 +228,9 @@ class TherapistKeyService:
                 session, actor, therapist_id, "therapist_key.replaced" if previous else "therapist_key.set",
                 row.fingerprint, previous.fingerprint if previous else None,
             )
-            return KeyChange(Outcome.REPLACED if previous else Outcome.SET, _registered(row), previous)
+            key = _registered(row)
+            released = await self._key_set(session, therapist_id, key)
+            return KeyChange(Outcome.REPLACED if previous else Outcome.SET, key, previous, released)
 
     async def withdraw_proposal(self, actor: Identity) -> None:
         """The asker kept their current key: forget what they proposed."""
@@ -243,4 +271,5 @@ __all__ = [
     "TherapistKeyRepository",
     "TherapistKeyService",
     "fingerprint",
+    "registered_recipient",
 ]
