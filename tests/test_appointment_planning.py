@@ -94,8 +94,8 @@ async def test_reminders_across_the_october_dst_change(appointments, practice, s
 async def test_an_imrs_appointment_plans_the_check_in_prompt_and_one_reminder(appointments, practice, session_factory):
     jan, robin = practice["jan"], practice["robin"]
     made = await appointments.create(jan, robin.person_id, "2027-10-25 15:00", AppointmentKind.IMRS)
-    start = datetime(2027, 10, 25, 14, 0, tzinfo=UTC)
-    at = "20271025T1400Z"
+    start = datetime(2027, 10, 25, 13, 0, tzinfo=UTC)  # summer time (UTC+2) until 31 October
+    at = "20271025T1300Z"
     checkin = await rows(session_factory, f"checkin:{made.id}:")
     assert set(checkin) == {f"checkin:{made.id}:{at}:prompt", f"checkin:{made.id}:{at}:reminder"}
     prompt, reminder = checkin[f"checkin:{made.id}:{at}:prompt"], checkin[f"checkin:{made.id}:{at}:reminder"]
@@ -104,7 +104,7 @@ async def test_an_imrs_appointment_plans_the_check_in_prompt_and_one_reminder(ap
     assert reminder.kind is OutboxKind.CHECK_IN_PROMPT and reminder.content_key == "outbox.check_in_reminder"
     assert reminder.due_at == prompt.due_at + timedelta(hours=12)
     assert prompt.params == {"appointment_id": made.id, "day": {"at": start.isoformat()}}
-    assert "Monday 25-10-2027 at 16:00" in content.text(
+    assert "Monday 25-10-2027 at 15:00" in content.text(
         "outbox.check_in_prompt", "en", **render_params(content, "en", "Europe/Amsterdam", prompt.params)
     )
     assert set(await rows(session_factory, f"appt:{made.id}:")) == {f"appt:{made.id}:{at}:48h", f"appt:{made.id}:{at}:2h"}
@@ -179,6 +179,8 @@ async def test_the_clients_answer_and_the_reschedule_notice(appointments, practi
     jan, robin, kim = practice["jan"], practice["robin"], practice["kim"]
     made = await appointments.create(jan, robin.person_id, "2027-10-27 10:00", AppointmentKind.IMRS)
     reminder = (await rows(session_factory, f"appt:{made.id}:20271027T0800Z:48h"))[f"appt:{made.id}:20271027T0800Z:48h"]
+    async with session_factory.begin() as session:  # delivered: a move no longer withdraws it
+        (await session.get(OutboxMessage, reminder.id)).state = OutboxState.SENT
     with pytest.raises(NotAllowed):
         await appointments.respond(kim, reminder.id, AppointmentResponse.ATTENDING)  # not her message
     with pytest.raises(NotAllowed):

@@ -53,6 +53,8 @@ async def appointment(bot: RunningBot, therapist: Identity, client: SimUser, *, 
     made = await services(bot).appointments.create(
         therapist, (await me(bot, client)).person_id, when.strftime("%Y-%m-%d %H:%M"), kind
     )
+    notice = await client.next_message(timeout=10)  # the client is told, through the outbox
+    assert notice.content.startswith("Your therapist has planned an appointment with you"), notice.content
     return made.id
 
 
@@ -309,7 +311,7 @@ async def test_unsafe_yes_alerts_the_therapist_without_clinical_content(bot: Run
     await client.press("Yes", unsafe)
     told = await client.next_message()
     assert says(told, "checkin.unsafe_alerted")
-    await question(client, "self_harm")
+    await question(client, "note")  # on to the first question not answered yet
     alert = await therapist_chat.wait_for(lambda m: "safety concern" in m.content, timeout=10)
     assert alert.content.startswith("K7 flagged a safety concern in their check-in.")
     assert "home" not in alert.content and "unsafe" not in alert.content

@@ -477,14 +477,14 @@ def test_the_commands_texts_may_name_are_the_registered_ones():
 
     found = registered_commands()
     assert {"start", "help", "practice", "reminders", "clients", "therapists", "stop", "cancel"} <= found
-    assert "checkin" not in found  # not built (yet)
-    assert "safetyplan" in found
+    assert "diary" not in found  # no such feature
+    assert {"safetyplan", "checkin", "appointments", "summaries"} <= found
 
 
 def test_a_command_that_does_not_exist_is_reported(copy):
     replace(copy / "en" / "bot.yaml", "    /help — this list\n\n    {crisis}",
-            "    /help — this list\n    /checkin — how you are doing\n\n    {crisis}")
-    assert_reported(copy, "en/bot.yaml", "help.client: /checkin is not a command the bot has")
+            "    /help — this list\n    /diary — how you are doing\n\n    {crisis}")
+    assert_reported(copy, "en/bot.yaml", "help.client: /diary is not a command the bot has")
 
 
 def test_a_command_of_another_role_is_reported(copy):
@@ -497,8 +497,8 @@ def test_a_command_of_another_role_is_reported(copy):
 
 def test_a_menu_command_without_a_handler_is_reported(copy):
     replace(copy / "en" / "bot.yaml", "    progress: \"Your practice over time, as a chart\"\n",
-            "    progress: \"Your practice over time, as a chart\"\n    checkin: Before your appointment\n")
-    assert_reported(copy, "en/bot.yaml", "commands.client: /checkin is in the menu but no handler registers it")
+            "    progress: \"Your practice over time, as a chart\"\n    diary: Your mood diary\n")
+    assert_reported(copy, "en/bot.yaml", "commands.client: /diary is in the menu but no handler registers it")
 
 
 def test_herinnering_in_a_dutch_reminder_text_is_reported_and_a_memory_is_not(copy):
@@ -526,24 +526,41 @@ def test_a_malformed_crisis_file_is_reported(copy):
     assert_reported(copy, "crisis_lines.yaml", "country AU, emergency")
 
 
+PLANNED_DIARY = """planned:
+  - feature: a mood diary
+    en: ['\\bmood diar(?:y|ies)\\b']
+    nl: ['\\bstemmingsdagboek(?:en)?\\b']
+"""
+
+
+def plan_a_diary(root: Path) -> None:
+    """The copy plans a feature the bot does not have (every real one has landed): a mood
+    diary, with one outbox text kept ready for it under a `# FEATURE` marker."""
+    text = (root / "features.yaml").read_text(encoding="utf-8")
+    (root / "features.yaml").write_text(text.replace("planned: []\n", PLANNED_DIARY), encoding="utf-8")
+    for language, words in (("en", "How was today? Your mood diary is open."),
+                            ("nl", "Hoe was vandaag? Je stemmingsdagboek staat open.")):
+        replace(root / language / "outbox.yaml", "  consent_new_version: |-\n",
+                f"  # FEATURE (mood diary, not built): sent by nothing yet.\n  diary_prompt: |-\n    {words}\n"
+                "  consent_new_version: |-\n")
+
+
 def test_a_text_naming_a_feature_not_built_yet_is_reported(copy):
-    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
-            "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
-    assert_reported(copy, "en/bot.yaml", "help.client names the pre-appointment check-in")
-    add_page(copy / "nl" / "learn" / "safety.md", "Vul vóór je afspraak de check-in in.")
-    assert_reported(copy, "nl/learn/safety.md", "names the pre-appointment check-in")
-    # A text kept ready for the feature, marked `# FEATURE` above its key, is not reported.
-    found = problems(copy)
-    assert not any("outbox.check_in_prompt" in p for p in found)
+    plan_a_diary(copy)
+    assert check_content(copy).ok, "a text marked # FEATURE is not reported"
+    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n",
+            "    /learn — short pages about Imagery Rescripting\n    Every evening: your mood diary.\n")
+    assert_reported(copy, "en/bot.yaml", "names a mood diary")
+    add_page(copy / "nl" / "learn" / "safety.md", "Vul elke avond je stemmingsdagboek in.")
+    assert_reported(copy, "nl/learn/safety.md", "names a mood diary")
+    assert not any("outbox.diary_prompt" in p for p in problems(copy))
 
 
 def test_a_feature_that_lands_is_deleted_from_the_list(copy):
+    plan_a_diary(copy)
+    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n",
+            "    /learn — short pages about Imagery Rescripting\n    Every evening: your mood diary.\n")
+    assert not check_content(copy).ok
     text = (copy / "features.yaml").read_text(encoding="utf-8")
-    start = text.index("  - feature: the pre-appointment check-in")
-    end = text.find("  - feature:", start + 1)
-    (copy / "features.yaml").write_text(text[:start] + (text[end:] if end != -1 else ""), encoding="utf-8")
-    replace(copy / "en" / "bot.yaml", "    /learn — short pages about Imagery Rescripting\n    /practice",
-            "    /learn — short pages about Imagery Rescripting\n    Before an appointment: a short check-in.\n    /practice")
-    replace(copy / "nl" / "bot.yaml", "    /learn — korte pagina's over imaginaire rescripting\n    /practice",
-            "    /learn — korte pagina's over imaginaire rescripting\n    Vóór een afspraak: een korte check-in.\n    /practice")
+    (copy / "features.yaml").write_text(text.replace(PLANNED_DIARY, "planned: []\n"), encoding="utf-8")
     assert check_content(copy).ok
