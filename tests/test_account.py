@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Table, or_, select, update
 
 from bot.crypto.keystore import data_keys
 from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
-from bot.db.models import AuditEvent, Base, ConsentChoice, ConsentRecord, ConversationState, Role
+from bot.db.models import AppointmentKind, AuditEvent, Base, ConsentChoice, ConsentRecord, ConversationState, Role
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.services.people import Identity
@@ -169,6 +171,31 @@ async def test_withdrawing_consent_is_recorded_and_the_therapist_is_told(bot: Ru
     assert [r.choice for r in records] == [ConsentChoice.GRANTED, ConsentChoice.WITHDRAWN, ConsentChoice.GRANTED]
     assert all(r.person_id == person.id and r.recorded_at.tzinfo is not None for r in records)
     assert actions.count("consent.withdrawn") == 1 and actions.count("consent.granted") == 2
+
+
+async def test_after_a_withdrawal_no_appointment_message_reaches_the_client(bot: RunningBot, emulator: BotApiEmulator):
+    """Issue 13: a client who withdrew consent gets no appointment notice, reminder or
+    check-in prompt (the appointment itself stands: it is the practice's)."""
+    client, _ = await enrolled_client(bot, emulator)
+    person = await person_by_telegram_id(bot, client.id)
+    await client.send("/consent")
+    await client.press("Withdraw my consent", await client.next_message())
+    await client.press("Withdraw", await client.next_message())
+    await client.next_message()
+
+    therapist = await services(bot).people.identify(8001, "Jan", "en")
+    start = datetime.now(UTC) + timedelta(hours=3)  # the prompt and the 2 h reminder are due at once or soon
+    made = await services(bot).appointments.create(
+        therapist, person.id, start.astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%Y-%m-%d %H:%M"),
+        AppointmentKind.IMRS,
+    )
+    await bot.outbox_settled()
+    await client.expect_silence(0.1)
+    async with services(bot).sessions() as session:
+        rows = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.recipient_id == person.id)))
+    due = [r for r in rows if r.due_at <= datetime.now(UTC) and str(made.id) in r.idempotency_key]
+    assert {r.content_key for r in due} >= {"outbox.appointment_created", "outbox.check_in_prompt"}
+    assert all(r.state is OutboxState.FAILED and r.last_error == "no_consent" for r in due)
 
 
 async def test_after_a_withdrawal_the_outbox_sends_the_client_nothing(bot: RunningBot, emulator: BotApiEmulator):
