@@ -666,6 +666,8 @@ async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBo
     buttons = reachable_buttons(bot.application)
     signed = {action for _, action in buttons.values() if action}
     assert {"cl.open", "cl.unlink_ok", "th.deact_ok", "th.move_to", "st.invite"} <= signed
+    # Issue 13: under an appointment reminder, under a check-in prompt.
+    assert {"ap.yes", "ap.resched", "ci.start", "ap.th", "ap.new", "ap.client", "ap.open", "ap.move", "ap.cancel_ok"} <= signed
     assert any(action is None for _, action in buttons.values()), "unsigned patterns are pressed too"
     assert {f"^{re.escape(a)}$" for a in ("splan:begin", "splan:edit", "splan:share", "splan:unshare", "splan:delete_yes")} <= set(buttons)
     people: dict[Role | None, SimUser] = {}
