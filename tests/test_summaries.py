@@ -268,6 +268,7 @@ async def test_a_therapist_without_a_key_is_asked_for_one_and_then_receives_it(
     document = await chat.wait_for(lambda m: m.document is not None)
     page = age.decrypt(document.document.data, pair.identity_file).decode()
     assert "Readiness summary: R2" in page and "🟢 green" in page and "No rule applied." in page
+    assert "No appointment ahead" in page  # completed without one: still sent, marked as such
     assert opened_with_age_binary(document.document.data, pair, tmp_path) == page
     (sent,) = await summaries_of(bot)
     assert sent.state is SummaryState.QUEUED and sent.recipient_fingerprint == pair.fingerprint
