@@ -336,6 +336,8 @@ async def move_typed(update: Update, context: BotContext) -> str | int:
     except NotAllowed as exc:
         return await _refused(update, context, "appointments:move", exc)
     except AppointmentError as exc:
+        if exc.reason == "past" and await _begun(update, context, draft.appointment_id):
+            return ConversationHandler.END
         return await _bad_time(update, context, exc, draft, typed, MOVE_STATE)
     await _drop(update, context)
     await say(
@@ -343,6 +345,21 @@ async def move_typed(update: Update, context: BotContext) -> str | int:
         when=await _when(update, context, moved.starts_at, moved.timezone), zone=moved.timezone,
     )
     return ConversationHandler.END
+
+
+async def _begun(update: Update, context: BotContext, appointment_id: int) -> bool:
+    """The service says "past" both for a typed time that has passed and for an appointment
+    that began while the new time was being typed: the latter is said (and the move ends)."""
+    try:
+        await context.services.appointments.get(await context.identity(update), appointment_id)
+    except NotAllowed as exc:
+        await _refused(update, context, "appointments:move", exc)
+        return True
+    except AppointmentError as exc:
+        await _drop(update, context)
+        await say(update, context, f"appointments.gone.{_gone(exc.reason)}")
+        return True
+    return False
 
 
 @requires(*MANAGERS)

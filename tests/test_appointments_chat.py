@@ -476,3 +476,20 @@ async def test_the_reminder_buttons_record_the_answer_and_tell_the_therapist(bot
                 "appointments.response_gone.moved")
     assert (await appointment_row(bot, appointment_id)).client_response is None
 
+
+async def test_moving_an_appointment_that_began_while_the_new_time_was_typed_says_so(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    therapist_chat, therapist, client, client_id = await practice(bot, emulator)
+    start = days_ahead(2, hour=10)
+    appointment_id = await booked(bot, therapist, client, client_id, start)
+    page = await open_page(therapist_chat, start, "K7")
+    await therapist_chat.press(t("appointments.move_button"), page)
+    assert says(await therapist_chat.next_message(), "appointments.ask_move", alias="K7")
+
+    services(bot).appointments.clock = lambda: start + timedelta(minutes=5)  # it has begun meanwhile
+    later = start + timedelta(days=2)
+    await therapist_chat.send(typed(later))  # a time still ahead: not "that time has passed"
+    reply = await therapist_chat.next_message()
+    assert says(reply, "appointments.gone.past"), reply.content
+    assert (await appointment_row(bot, appointment_id)).starts_at == start
