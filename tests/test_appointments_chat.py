@@ -493,3 +493,24 @@ async def test_moving_an_appointment_that_began_while_the_new_time_was_typed_say
     reply = await therapist_chat.next_message()
     assert says(reply, "appointments.gone.past"), reply.content
     assert (await appointment_row(bot, appointment_id)).starts_at == start
+
+
+async def test_a_move_is_typed_in_the_zone_the_therapist_has_now(bot: RunningBot, emulator: BotApiEmulator):
+    """The appointment was made in Amsterdam; the therapist has since moved to London. The
+    service reads the new time in the therapist's zone now, so the question must name it."""
+    therapist_chat, therapist, client, client_id = await practice(bot, emulator)
+    start = days_ahead(3, hour=10)
+    appointment_id = await booked(bot, therapist, client, client_id, start)
+    await services(bot).preferences.set_timezone(therapist, LON)
+
+    page = await open_page(therapist_chat, start, "K7", zone=LON)
+    await therapist_chat.press(t("appointments.move_button"), page)
+    ask = await therapist_chat.next_message()
+    assert is_formats(ask, LON), ask.content
+    assert says(ask, "appointments.ask_move", alias="K7", when=when(LON, start)), ask.content
+    later = days_ahead(5, hour=14, zone=LON)
+    await therapist_chat.send(typed(later, LON))
+    moved = await therapist_chat.next_message()
+    assert says(moved, "appointments.moved", when=when(LON, later), zone=LON), moved.content
+    row = await appointment_row(bot, appointment_id)
+    assert row.starts_at == later and row.timezone == LON
