@@ -313,12 +313,24 @@ async def ask_move(update: Update, context: BotContext) -> str | int:
     appointment = await _editable(update, context, MOVE)
     if appointment is None:
         return ConversationHandler.END
+    # The service reads the new time in the therapist's zone as it is now, which may not be
+    # the zone the appointment was made in: ask in that zone.
+    try:
+        zone = (await context.services.appointments.booking(await context.identity(update), appointment.client_id)).zone
+    except NotAllowed as exc:
+        return await _refused(update, context, MOVE, exc)
+    except AppointmentError:
+        await settle(update)
+        await say(update, context, "appointments.errors.not_a_client")
+        return ConversationHandler.END
     await settle(update)
-    await _keep(update, context, AppointmentDraft(appointment_id=appointment.id, zone=appointment.timezone))
+    await _keep(update, context, AppointmentDraft(appointment_id=appointment.id, zone=zone))
+    words = await _page_words(update, context, appointment) | {
+        "when": await _when(update, context, appointment.starts_at, zone), "zone": zone,
+    }
     await context.bot.send_message(
         update.effective_chat.id,
-        await text(update, context, "appointments.ask_move", **await _page_words(update, context, appointment))
-        + "\n\n" + await _formats(update, context, appointment.timezone),
+        await text(update, context, "appointments.ask_move", **words) + "\n\n" + await _formats(update, context, zone),
     )
     return MOVE_STATE
 
@@ -336,6 +348,8 @@ async def move_typed(update: Update, context: BotContext) -> str | int:
     except NotAllowed as exc:
         return await _refused(update, context, "appointments:move", exc)
     except AppointmentError as exc:
+        if exc.reason == "past" and await _begun(update, context, draft.appointment_id):
+            return ConversationHandler.END
         return await _bad_time(update, context, exc, draft, typed, MOVE_STATE)
     await _drop(update, context)
     await say(
@@ -343,6 +357,21 @@ async def move_typed(update: Update, context: BotContext) -> str | int:
         when=await _when(update, context, moved.starts_at, moved.timezone), zone=moved.timezone,
     )
     return ConversationHandler.END
+
+
+async def _begun(update: Update, context: BotContext, appointment_id: int) -> bool:
+    """The service says "past" both for a typed time that has passed and for an appointment
+    that began while the new time was being typed: the latter is said (and the move ends)."""
+    try:
+        await context.services.appointments.get(await context.identity(update), appointment_id)
+    except NotAllowed as exc:
+        await _refused(update, context, "appointments:move", exc)
+        return True
+    except AppointmentError as exc:
+        await _drop(update, context)
+        await say(update, context, f"appointments.gone.{_gone(exc.reason)}")
+        return True
+    return False
 
 
 @requires(*MANAGERS)
