@@ -296,7 +296,7 @@ async def test_another_clients_reminder_is_refused(bot: RunningBot, emulator: Bo
     assert len([e for e in refusals if "denied" in str(e.action)]) >= 6
 
 
-def test_outbox_buttons_only_under_reminders_and_signed_for_the_recipient():
+def test_outbox_buttons_only_under_reminders_and_prompts_and_signed_for_the_recipient():
     from datetime import datetime
 
     from bot.callbacks import CallbackCodec
@@ -319,7 +319,10 @@ def test_outbox_buttons_only_under_reminders_and_signed_for_the_recipient():
     pressed = [b for line in markup.inline_keyboard for b in line]
     assert [b.text for b in pressed] == ["Nu beginnen", "Over 15 min", "Vandaag overslaan"]
     assert [codec.unpack(777, b.callback_data) for b in pressed] == [["123456789012345678"]] * 3
-    assert buttons(row("check_in_prompt")) is None
+    prompt = [b for line in buttons(row("check_in_prompt")).inline_keyboard for b in line]
+    assert [b.text for b in prompt] == ["Start my check-in"]  # issue 13, answered by handlers/checkin.py
+    assert codec.unpack(777, prompt[0].callback_data, "ci.start") == ["123456789012345678"]
+    assert buttons(row("notice")) is None
     assert buttons(row("reminder", body="<b>sealed</b>")) is None
 
 
