@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install sandbox migrate content-check bench clean
+.PHONY: run test install sandbox migrate content-check reader bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -35,6 +35,11 @@ migrate: $(STAMP)
 ## Check content/: every language complete, Telegram HTML and limits, the memory-imagery lint.
 content-check: $(STAMP)
 	$(BIN)/imrs-bot content check
+
+## The therapist's reader: bundle reader/ (age-encryption, esbuild; pinned in package-lock.json)
+## into one self-contained page, bot/reader/reader.html (checked in: using it needs no Node).
+reader:
+	cd reader && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) .pytest_cache
