@@ -723,6 +723,7 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "appointments.reschedule_notice": ("therapist",),
     "summary": ("therapist",),
     "readiness": ("therapist",),
+    "reader": ("therapist",),
 }
 _COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
 
