@@ -13,6 +13,7 @@
     imrs-bot safety check TEXT the safety route of a message (risk, boundary, none) and its rule
     imrs-bot keygen [-o FILE]  make a therapist's age key pair on this computer (no bot needed)
     imrs-bot decrypt FILE --identity KEY [-o OUT]   open an age-encrypted file (e.g. a summary)
+    imrs-bot reader [-o FILE]  write the therapist's reader: one offline page to make a key and read summaries
 
 A configuration problem ends with one line saying what to do and exit status 2.
 """
@@ -366,6 +367,23 @@ def cmd_decrypt(args: argparse.Namespace, settings: Settings | None) -> None:
     print(f"Decrypted {source} to {args.output} (mode 0600).", file=sys.stderr)
 
 
+def cmd_reader(args: argparse.Namespace, settings: Settings | None) -> None:
+    """The therapist's reader page (bot/reader), in a language: to stdout, or to a file."""
+    from bot.content import Content
+    from bot.reader import reader_page
+
+    page = reader_page(Content(), args.language)
+    if args.output is None:
+        sys.stdout.buffer.write(page)
+        sys.stdout.flush()
+        return
+    try:
+        Path(args.output).write_bytes(page)
+    except OSError as error:
+        raise OperatorError(f"cannot write {args.output}: {error.strerror or type(error).__name__}.") from None
+    print(f"Wrote the reader to {args.output}: open it in a browser (it works offline).", file=sys.stderr)
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -474,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt.add_argument("-o", "--output", metavar="OUT", help="write the decrypted file here (mode 0600); default: standard output")
     decrypt.set_defaults(func=cmd_decrypt, needs_settings=False)
 
+    reader = sub.add_parser("reader", help="write the therapist's reader: an offline page that makes a key and opens summaries")
+    reader.add_argument("-o", "--output", metavar="FILE", help="write the page here (e.g. imrs-reader.html); default: standard output")
+    reader.add_argument("--language", choices=("en", "nl"), default="en", help="the page's language (default: en)")
+    reader.set_defaults(func=cmd_reader, needs_settings=False)
+
     return parser
 
 
@@ -490,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "validate", None) is not None:
         args.validate(args)
     try:
-        # keygen and decrypt run on a therapist's own computer: no configuration at all.
+        # keygen, decrypt and reader run on a therapist's own computer: no configuration at all.
         settings = load_settings() if getattr(args, "needs_settings", True) else None
         args.func(args, settings)
     except (OperatorError, DataLayerError, ContentError) as exc:

@@ -64,6 +64,16 @@ def test_the_page_is_one_file_without_web_addresses_or_personal_data(language: s
     assert texts in page
 
 
+def test_imrs_bot_reader_writes_the_page_in_the_language_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from bot.cli import main
+
+    assert main(["reader", "-o", str(tmp_path / "imrs-reader.html"), "--language", "nl"]) == 0
+    assert (tmp_path / "imrs-reader.html").read_bytes() == reader_page(Content(), "nl")
+    assert "imrs-reader.html" in capsys.readouterr().err
+    assert main(["reader"]) == 0
+    assert capsys.readouterr().out.encode("utf-8") == reader_page(Content(), "en")
+
+
 # -- the browser -------------------------------------------------------------------------------
 
 
