@@ -22,6 +22,7 @@ from bot.services.names import InvalidDisplayName, clean_display_name
 from bot.services.clinic import JoinRefused
 from handlers.access import public
 from handlers.common import keyboard, say, settle, text, use_the_buttons
+from handlers.setkey import send_reader
 
 # States of the welcome conversation.
 TERMS = "practice_terms"
@@ -100,6 +101,8 @@ async def receive_name(update: Update, context: BotContext) -> str | int:
     await context.services.menus.apply(context.bot, joined)
     name = clean_display_name(update.message.text) or ""
     await say(update, context, f"clinic.joined_{kind}", name=name)
+    if kind == InviteKind.THERAPIST.value:  # the page that makes their key and opens summaries
+        await send_reader(update, context)
     return ConversationHandler.END
 
 

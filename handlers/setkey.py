@@ -3,12 +3,15 @@ Summaries that waited for a first key are encrypted to it and queued in the same
 (bot.services.summaries), and the answer says how many are on their way.
 
     /setkey age1…  ─┐
-    /setkey ──► KEY ┴─(a key)──► no key yet ─────────► set: fingerprint, end
+    /setkey ──(explanation, the reader page)──► KEY ┴─(a key)──► no key yet ─────────► set: fingerprint, end
                  │                ├─ the same key ─────► "already yours", end
                  │                └─ another key ──► CONFIRM ──[Replace]──► replaced, end
                  │                                      └──────[Keep]─────► kept, end
                  ├─(a private key)──► message deleted, warning ──► KEY (re-prompt)
                  └─(anything else wrong)──► what is wrong ──────► KEY (re-prompt)
+
+``/setkey`` alone also sends the therapist's reader (bot/reader: a page that makes the key in
+their browser and later opens the summaries), as it is sent after a therapist joins.
 
 The key itself is checked in bot.crypto.age and stored by bot.services.therapist_keys; the
 proposal waiting in CONFIRM is a database row, named by a signed button, so a restart
@@ -18,7 +21,7 @@ any other, is caught earlier still by ``private_key_guard`` (its own handler gro
 
 from __future__ import annotations
 
-from telegram import Update
+from telegram import InputFile, Update
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import (
     ApplicationHandlerStop,
@@ -34,6 +37,7 @@ from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.crypto.age import SECRET_KEY_PATTERN, AgeKeyError, contains_secret_key
 from bot.db.models import Role
+from bot.reader import FILE_NAME, reader_page
 from bot.services.invites import NotAllowed
 from bot.services.therapist_keys import Outcome
 from handlers.access import public, refuse, requires
@@ -58,7 +62,20 @@ async def setkey(update: Update, context: BotContext) -> str | int:
     else:
         date = await local_time(update, context, current.set_at, "setkey.date_format")
         await say(update, context, "setkey.ask_replace", fingerprint=current.fingerprint, date=date)
+    await send_reader(update, context)
     return KEY
+
+
+async def send_reader(update: Update, context: BotContext) -> None:
+    """The reader page as a document, in the therapist's language. It holds no personal data,
+    so the therapist may save and keep it (protect_content off)."""
+    identity = await context.identity(update)
+    await context.bot.send_document(
+        update.effective_chat.id,
+        document=InputFile(reader_page(context.services.content, identity.language), filename=FILE_NAME),
+        caption=await text(update, context, "reader.caption"),
+        protect_content=False,
+    )
 
 
 @requires(Role.THERAPIST)

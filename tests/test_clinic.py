@@ -24,7 +24,9 @@ from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.sandbox.emulator.records import BotMessage
 from bot.services import Services
+from bot.reader import reader_page
 from tests.fixtures_delivery import grant_consent
+from tests.join_support import says
 from tests.fixtures_bot import ADMIN_ID, RunningBot
 
 TOKEN = re.compile(r"\?start=([A-Za-z0-9_-]+)")
@@ -73,6 +75,8 @@ async def new_therapist(emulator: BotApiEmulator, name: str, telegram_id: int | 
     therapist = emulator.user(telegram_id, first_name=name.split()[0])
     done = await join(therapist, await therapist_invite(emulator), name)
     assert done.content.startswith(f"Welcome, {name}."), done.content
+    reader = await therapist.next_message()  # the reader page follows the welcome
+    assert reader.document is not None and reader.document.file_name == "imrs-reader.html"
     return therapist
 
 
@@ -151,7 +155,10 @@ async def test_staff_invite_a_therapist_who_joins(bot: RunningBot, emulator: Bot
     assert await person(bot, therapist.id) is None, "nothing stored before the name is accepted"
     await therapist.send("  Dr.  Anna Jansen ")
     done = await therapist.next_message()
-    assert done.content.startswith("Welcome, Dr. Anna Jansen.")
+    assert done.content.startswith("Welcome, Dr. Anna Jansen.") and "imrs-reader.html" in done.content
+    reader = await therapist.next_message()  # the page that makes their key and opens summaries
+    assert reader.document.file_name == "imrs-reader.html" and reader.protect_content is False
+    assert reader.document.data == reader_page(content, "en") and says(reader, "reader.caption")
 
     stored = await person(bot, therapist.id)
     assert stored.role is Role.THERAPIST and stored.active and stored.display_name == "Dr. Anna Jansen"

@@ -15,6 +15,7 @@ from bot.crypto import age
 from bot.crypto.age import AgeKeyError
 from bot.crypto.errors import DecryptionError
 from bot.db.models import AuditEvent, Base, Invite, Role, TherapistKey
+from bot.reader import reader_page
 from bot.sandbox.emulator import BotApiEmulator
 from bot.services.invites import NotAllowed
 from bot.services.therapist_keys import KeyTampered, Outcome, TherapistKeyService
@@ -46,6 +47,9 @@ async def test_a_therapist_sets_a_key_after_wrong_formats_are_explained(bot: Run
     key = pair.recipient.text
     await chat.send("/setkey")
     assert says(await chat.next_message(), "setkey.ask")
+    reader = await chat.next_message()  # the page that makes a key in the browser
+    assert reader.document.file_name == "imrs-reader.html" and says(reader, "reader.caption")
+    assert reader.document.data == reader_page(services(bot).content, "en") and not reader.protect_content
 
     wrong = {
         "my key please": "setkey.wrong.not_age",
@@ -95,6 +99,7 @@ async def test_a_pasted_private_key_is_deleted_warned_about_and_stored_nowhere(
 
     await chat.send("/setkey")
     assert says(await chat.next_message(), "setkey.ask")
+    assert (await chat.next_message()).document.file_name == "imrs-reader.html"
     sent = await chat.send(pair.identity_file)  # the whole key file, in the step that asks
     assert says(await chat.next_message(), "setkey.wrong.secret_key")
     assert not chat.holds_message(sent)
@@ -145,6 +150,7 @@ async def test_replacing_a_key_asks_first_survives_a_restart_and_keeps_the_histo
 
     await chat.send("/setkey")
     assert says(await chat.next_message(), "setkey.ask_replace", fingerprint=old.fingerprint)
+    assert (await chat.next_message()).document.file_name == "imrs-reader.html"
     await chat.send(new.recipient.text)
     question = await chat.next_message()
     await chat.send("yes")  # typed where the buttons are the answer
