@@ -203,6 +203,33 @@ def _write(tmp_path: Path, name: str, data: bytes | str) -> Path:
     return path
 
 
+async def test_a_key_made_in_the_page_receives_a_check_in_summary_that_opens_in_the_page(
+    bot, emulator, reader: Reader, tmp_path: Path
+):
+    from bot.db.models import Role
+    from tests.join_support import add_person, open_chat, says
+    from tests.test_summaries import NOTE, complete_check_in, linked_client
+
+    recipient, fingerprint, _ = reader.create_key()
+    therapist = await add_person(bot, 8401, Role.THERAPIST, display_name="Dr. Jansen")
+    chat = await open_chat(emulator.user(8401, first_name="Jan"))
+    await chat.send(reader.find("setkey-command").text)  # copied from the page, as the page says
+    assert says(await chat.next_message(), "setkey.set", fingerprint=fingerprint)
+
+    client_id = await linked_client(bot, therapist, 8402, alias="K7")
+    await complete_check_in(bot, client_id, therapist.person_id)
+    document = await chat.wait_for(lambda m: m.document is not None)
+    assert fingerprint in document.caption
+    summary = _write(tmp_path, document.document.file_name, document.document.data)
+
+    key_file = next(reader.downloads.glob("imrs-key-*.txt"))  # the file the page saved
+    reader.open_summary(summary, key_file=key_file)
+    page = reader.report()
+    assert "Readiness summary: K7" in page
+    for answer in ("8 of 10", "very poorly", "1 of 7", "a little", "partly", NOTE):
+        assert answer in page, answer
+
+
 SAMPLE = "<!doctype html><html><body><h1>Readiness summary: K9</h1><p>Distress 6 of 10 (Capybara-55)</p><script>document.body.append('SCRIPT RAN')</script></body></html>"
 
 
@@ -272,3 +299,11 @@ def test_the_page_makes_no_network_request(reader: Reader, tmp_path: Path, pair:
     assert any(url.startswith("file://") and url.endswith("imrs-reader.html") for url in sent), "the log is on"
     assert [url for url in sent if not url.startswith(("file://", "data:", "blob:"))] == []
     assert blocked == ["https://example.org/pixel.png"]
+
+
+def test_the_dutch_page_speaks_dutch(tmp_path: Path, pair: age.KeyPair):
+    for reader in open_reader(tmp_path, "nl"):
+        assert reader.find("create-button").text == reader.text("page.create.button") == "Maak mijn sleutel"
+        assert reader.driver.title == reader.text("page.title")
+        reader.open_summary(_write(tmp_path, "summary.html", SAMPLE), pasted=pair.identity_file)
+        assert reader.error() == reader.text("errors.not_age")
