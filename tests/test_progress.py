@@ -31,6 +31,7 @@ from tests.join_support import (
     add_person,
     client_token,
     content,
+    open_chat,
     join,
     person_by_telegram_id,
     plain,
@@ -157,10 +158,13 @@ async def test_each_client_sees_only_their_own_practice(bot: RunningBot, emulato
 
 async def test_therapists_and_strangers_are_refused(bot: RunningBot, emulator: BotApiEmulator):
     therapist = await add_person(bot, 8001, Role.THERAPIST, display_name="Dr. Jansen")
+    jansen = await open_chat(emulator.user(8001, first_name="Jansen"))
     client, client_id = await client_with_therapist(bot, emulator, therapist, 8101)
     await seed(services(bot).sessions, client_id, [(days_ago(1), 7, 3)])
     refusal = content.text("access.denied", "en")
-    for user in (emulator.user(8001, first_name="Jansen"), emulator.user(8999, first_name="Stranger")):
+    # The joined notice comes through the outbox; read it first, so it cannot pass for the reply.
+    await jansen.wait_for(lambda m: "accepted your invite" in m.content)
+    for user in (jansen, emulator.user(8999, first_name="Stranger")):
         reply = await ask(user)
         assert reply.content == plain(refusal) and reply.photo is None
 
