@@ -21,10 +21,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/imrs-bot start
 
-## Run the whole test suite (PostgreSQL tests too when TEST_DATABASE_URL is set).
+## Run the whole test suite (PostgreSQL tests too when TEST_DATABASE_URL is set), on every
+## core (PYTEST_WORKERS=-n0 for one process, e.g. with -x or pdb).
+PYTEST_WORKERS ?= -n auto
 test: $(STAMP)
 	$(BIN)/imrs-bot content check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 sandbox: $(STAMP)
 	$(BIN)/imrs-bot sandbox
