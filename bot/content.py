@@ -23,11 +23,18 @@ import yaml
 
 # libyaml's parser when PyYAML was built with it (the wheels are): the same documents, about
 # twenty times faster, which every start of the bot (and every test that starts one) pays.
-_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's parser where there is one."""
+    return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
+def compose(text: str) -> yaml.Node | None:
+    """``yaml.compose`` (the node tree, with line marks) with libyaml's safe parser."""
+    return yaml.compose(text, Loader=SAFE_LOADER)
+
 
 
 REFERENCE_LANGUAGE = "en"
@@ -181,7 +188,7 @@ def _load_language(lang_dir: Path) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for path in sorted(lang_dir.glob("*.yaml")):
         try:
-            data = _load_yaml(path.read_text(encoding="utf-8")) or {}
+            data = safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ContentError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(data, dict):
@@ -285,7 +292,7 @@ def parse_module(path: Path, language: str) -> Module:
     """Read one module file, refusing malformed ones (``imrs-bot content check`` says more)."""
     try:
         front_matter, pages = split_module(path.read_text(encoding="utf-8"))
-        meta = _load_yaml(front_matter)
+        meta = safe_load(front_matter)
     except (ContentError, yaml.YAMLError) as exc:
         raise ContentError(f"{path}: {exc}") from None
     problems = module_problems(meta, path.stem)

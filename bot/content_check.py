@@ -35,6 +35,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from bot.content import (
+    compose,
+    safe_load,
     CONTENT_DIR,
     LEARN_DIR,
     REFERENCE_LANGUAGE,
@@ -123,7 +125,7 @@ _TAG = re.compile(r"<[^>]*>")
 def load_lint_rules(path: Path) -> list[LintRules]:
     """Read content/lint.yaml; raises ContentError saying what is wrong with it."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"))
     except OSError:
         raise ContentError(f"{path}: missing (the memory-imagery lint rules)") from None
     except yaml.YAMLError as exc:
@@ -281,7 +283,7 @@ class _Checker:
     def load_yaml(self, path: Path) -> _YamlFile | None:
         lines: dict[KeyPath, tuple[int, str | None]] = {}
         try:
-            node = yaml.compose(path.read_text(encoding="utf-8"))
+            node = compose(path.read_text(encoding="utf-8"))
             if node is None:
                 return _YamlFile(path, {}, {})
             if not isinstance(node, yaml.MappingNode):
@@ -493,7 +495,7 @@ class _Checker:
             self.problem(path, int(line) if line.isdigit() else None, message or str(exc))
             return None
         try:
-            meta = yaml.safe_load(front_matter)
+            meta = safe_load(front_matter)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             self.problem(path, mark.line + 2 if mark else 1, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}")
@@ -728,20 +730,35 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
 _COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
 
 
+#: handler module -> ((mtime, size), its commands): parsed again only when the file changes
+_COMMANDS_OF: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
+
+
+def _commands_in(path: Path) -> frozenset[str]:
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _COMMANDS_OF.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name != "CommandHandler":
+            continue
+        first = node.args[0]
+        items = first.elts if isinstance(first, (ast.List, ast.Tuple)) else [first]
+        found.update(i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str))
+    _COMMANDS_OF[path] = (stamp, frozenset(found))
+    return frozenset(found)
+
+
 def registered_commands(handlers_dir: Path = HANDLERS_DIR) -> set[str]:
     """Every command a ``CommandHandler`` is registered for in the handler modules."""
     found: set[str] = set()
     for path in sorted(handlers_dir.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and node.args):
-                continue
-            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if name != "CommandHandler":
-                continue
-            first = node.args[0]
-            items = first.elts if isinstance(first, (ast.List, ast.Tuple)) else [first]
-            found.update(i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str))
+        found |= _commands_in(path)
     return found
 
 
@@ -882,7 +899,7 @@ def feature_problems(root: Path = CONTENT_DIR) -> list[Problem]:
     if not path.is_file():
         return []
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load(path.read_text(encoding="utf-8")) or {}
         planned = [
             (str(entry["feature"]), {lang: [re.compile(p, re.IGNORECASE) for p in entry.get(lang, [])]
                                      for lang in entry if lang != "feature"})

@@ -136,7 +136,7 @@ def test_bad_yaml_is_reported_with_its_line(copy):
     line = append(copy / "en" / "bot.yaml", "broken: [unclosed\n")
     # Only the parse error: the Dutch bot.yaml is not compared with an English file that broke.
     assert problems(copy) == [
-        f"content/en/bot.yaml:{line + 1}: not valid YAML: expected ',' or ']', but got '<stream end>' "
+        f"content/en/bot.yaml:{line + 1}: not valid YAML: did not find expected ',' or ']' "  # libyaml's words
         f"(in what starts on line {line})"
     ]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from bot.content import CONTENT_DIR, Content, trusted_html
+from bot.content import CONTENT_DIR, Content, compose, safe_load, trusted_html
 from bot.errors import ConfigError
 
 CRISIS_LINES_FILE = CONTENT_DIR / "crisis_lines.yaml"
@@ -90,8 +90,8 @@ def parse_file(path: Path) -> dict[str, CountryResources]:
     """Every country of one crisis-lines file, or ``CrisisLinesError`` for the first problem."""
     try:
         raw = path.read_text(encoding="utf-8")
-        duplicate = _first_duplicate(yaml.compose(raw))
-        data = yaml.safe_load(raw)
+        duplicate = _first_duplicate(compose(raw))
+        data = safe_load(raw)
     except OSError:
         raise CrisisLinesError(f"{path}: cannot read the crisis-lines file (see CRISIS_LINES_FILE in README.md)") from None
     except yaml.YAMLError as exc:

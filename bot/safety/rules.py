@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bot.content import ContentError
+from bot.content import ContentError, safe_load
 from bot.safety.normalise import BOUNDARY, LanguageNormaliser, base_tokens
 from bot.safety.phrases import Anchor, PhraseError, compile_phrase, either
 
@@ -248,7 +248,7 @@ def load_rule_file(path: Path, language: str) -> RuleSet:
 
     try:
         raw = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(raw)
+        data = safe_load(raw)
     except OSError as exc:
         raise SafetyRulesError(f"{shown}: cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
