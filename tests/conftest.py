@@ -37,3 +37,31 @@ def _one_tls_context_for_all_http_clients() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(transports, "create_ssl_context", shared)
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _safety_rules_compiled_once() -> Iterator[None]:
+    """Every bot a test starts reads, checks and compiles the same safety rule files (about a
+    third of a second each, the largest part of starting a bot). Compiled rule sets are
+    read-only apart from their own word caches, so the bots of one test process share them:
+    each start still gets a detector of its own over them. Keyed by the files' paths, times and
+    sizes, so a test that writes rule files of its own (a copy of content/) compiles those."""
+    from pathlib import Path
+
+    from bot.safety.detector import SafetyDetector
+    from bot.safety.rules import load_rules, rule_files
+
+    compiled: dict[tuple[Any, ...], Any] = {}
+
+    def from_content(cls: type[SafetyDetector], content_root: Any = None, default_language: str = "en") -> SafetyDetector:
+        from bot.content import CONTENT_DIR
+
+        root = Path(content_root if content_root is not None else CONTENT_DIR)
+        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in rule_files(root).values()) or (str(root),)
+        if key not in compiled:
+            compiled[key] = load_rules(root)  # raises for broken files, as the real one does
+        return cls(compiled[key], default_language)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SafetyDetector, "from_content", classmethod(from_content))
+        yield
