@@ -44,6 +44,7 @@ APP_TABLES = {
     "safety_plans",  # 0011
     "safety_flags",  # 0012
     "check_ins", "summaries",  # 0013
+    "broadcasts",  # 0014
 }
 
 
@@ -152,6 +153,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_consent_records_person_id_people",
         "fk_audit_events_subject_person_id_people",
         "fk_invites_created_by_id_people",
+        "fk_broadcasts_created_by_id_people",
         "fk_invites_therapist_id_people",
         "fk_invites_used_by_id_people",
         "fk_outbox_recipient_id_people",
