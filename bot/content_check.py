@@ -715,6 +715,8 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "therapists.moved_client_notice": ("client",),
     "staff": ("admin",),
     "appointments": ("therapist", "staff", "admin", "client"),
+    "broadcast": ("staff", "admin"),
+    "broadcast.message": ("client",),
     "appointments.client_title": ("client",),
     "appointments.client_row": ("client",),
     "appointments.client_empty": ("client",),

@@ -123,6 +123,12 @@ class DispatcherConfig:
         return max(1.0, self.lease.total_seconds() / 2)
 
 
+class Broadcasts(Protocol):
+    async def plan(self, now: datetime | None = None) -> None: ...
+
+    async def compose(self, row: Claimed) -> str | None: ...
+
+
 class Document(Protocol):
     """A file to send instead of a text: its name, bytes and caption (Telegram HTML)."""
 
@@ -187,8 +193,12 @@ class Dispatcher:
         may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
         buttons: Callable[[Claimed], InlineKeyboardMarkup | None] | None = None,
         documents: Callable[[Claimed], Awaitable[Document | None]] | None = None,
+        broadcasts: Broadcasts | None = None,
     ) -> None:
         self.bot = bot
+        #: Staff broadcasts (bot.services.broadcasts): planned on every tick, and the text of
+        #: a broadcast row read at send time (its row holds only the broadcast's id).
+        self.broadcasts = broadcasts
         #: The file of a row sent as a document (a summary: bot.services.summaries), read at
         #: send time; None: nothing to send any more (the row fails).
         self.documents = documents
@@ -313,6 +323,8 @@ class Dispatcher:
             await self.store.purge(now - RETENTION)
         if self.planner is not None:
             await self.planner.plan(now, may_receive=self.may_receive)
+        if self.broadcasts is not None:
+            await self.broadcasts.plan(now)
         if self.pacer.paused_for(mono) > self.config.tick_seconds:
             return 0  # flood wait: claim nothing now
         target = min(1000, max(4, math.ceil(self.pacer.rate * self.config.tick_seconds * 2)))
@@ -462,10 +474,15 @@ class Dispatcher:
                 document = await self.documents(row) if self.documents is not None else None
                 if document is None:
                     raise ValueError("no document")
+            elif row.kind == OutboxKind.BROADCAST.value and self.broadcasts is not None and row.body is None:
+                composed = await self.broadcasts.compose(row)
+                if composed is None:
+                    raise ValueError("the broadcast is gone")
+                text, markup = composed, None
             else:
                 text = self._render(row)
                 markup = self.buttons(row) if self.buttons is not None else None
-        except (SQLAlchemyError, OSError) as exc:  # the summary could not be read now
+        except (SQLAlchemyError, OSError) as exc:  # the summary (broadcast) could not be read now
             _log.warning("Outbox row %s: its document could not be read (%s)", row.id, type(exc).__name__)
             return self._retry(row, "database_error")
         except (ContentError, KeyError, ValueError, TypeError) as exc:
