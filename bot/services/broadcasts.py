@@ -565,13 +565,15 @@ class BroadcastService:
                 self._texts.popitem(last=False)
         return self.message(text, row.language)
 
-    async def to_report(self) -> list[BroadcastView]:
-        """Broadcasts with a progress message to bring up to date: running ones, and
-        finished ones whose final figures the sender has not been shown."""
+    async def to_report(self) -> list[tuple[BroadcastView, str]]:
+        """Broadcasts whose progress message is to be brought up to date, with the sender's
+        language: running ones, and finished ones whose final figures were not shown yet."""
         async with self._sessions() as session:
             rows = (
-                await session.scalars(
-                    select(Broadcast).where(
+                await session.execute(
+                    select(Broadcast, Person.language)
+                    .join(Person, Person.id == Broadcast.created_by_id)
+                    .where(
                         Broadcast.progress_message_id.is_not(None),
                         Broadcast.reported_at.is_(None),
                         Broadcast.state.in_([BroadcastState.SENDING.value, BroadcastState.DONE.value,
@@ -579,7 +581,7 @@ class BroadcastService:
                     )
                 )
             ).all()
-            return [_view(row) for row in rows]
+            return [(_view(row), self._content.resolve_language(language)) for row, language in rows]
 
     async def reported(self, broadcast_id: int) -> None:
         async with self._sessions.begin() as session:
