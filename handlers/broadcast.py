@@ -207,7 +207,7 @@ async def days_typed(update: Update, context: BotContext) -> str | int:
 async def _ask_language(update: Update, context: BotContext) -> str:
     rows = [[(await text(update, context, "broadcast.all_languages"), "bcl:all")]]
     rows += [[(await text(update, context, f"broadcast.languages.{lang}"), f"bcl:{lang}")]
-             for lang in context.services.content.languages()]
+             for lang in context.services.content.languages]
     await say(update, context, "broadcast.choose_language", reply_markup=keyboard(*rows))
     return LANGUAGE_STATE
 
@@ -219,7 +219,7 @@ async def language_chosen(update: Update, context: BotContext) -> str | int:
     if draft is None:
         return await _lost(update, context)
     chosen = LANGUAGE_BUTTON.match(update.callback_query.data).group(1)
-    if chosen != "all" and chosen not in context.services.content.languages():
+    if chosen != "all" and chosen not in context.services.content.languages:
         return LANGUAGE_STATE
     draft.language = None if chosen == "all" else chosen
     await _keep(update, context, draft)

@@ -225,7 +225,7 @@ class BroadcastService:
             parse_html(text)
         except MarkupError:
             raise BroadcastError("markup") from None
-        for language in self._content.languages():
+        for language in self._content.languages:
             plain, _ = parse_html(self.message(text, language))
             if utf16_len(plain) > MAX_TEXT:
                 raise BroadcastError("too_long")
