@@ -536,18 +536,18 @@ class BroadcastService:
             else:
                 failed += count
         queued = row.queued or 0
-        finished = BroadcastState(row.state) in (BroadcastState.DONE, BroadcastState.CANCELLED)
-        if finished and rows < (row.sent or 0) + (row.failed or 0) + (row.blocked or 0) + (row.skipped_no_consent or 0):
-            # the outbox rows were purged: the figures written at the end
-            sent, failed, no_consent = row.sent or 0, row.failed or 0, row.skipped_no_consent or 0
-            blocked, remaining, rows = row.blocked or 0, 0, queued - (row.withdrawn or 0)
         audience = row.audience_size or 0
+        state = BroadcastState(row.state)
+        if row.sent is not None and rows < queued - (row.withdrawn or 0):
+            # the finished outbox rows were purged: the figures as they were written at the end
+            return Progress(
+                state, audience, queued, row.sent or 0, row.blocked or 0, row.skipped_no_consent or 0,
+                row.failed or 0, 0, row.withdrawn or 0, 0,
+            )
         blocked += max(0, audience - queued)  # already inactive when it was queued
-        withdrawn = max(0, queued - rows) if BroadcastState(row.state) is BroadcastState.CANCELLED else 0
+        withdrawn = max(0, queued - rows) if state is BroadcastState.CANCELLED else 0
         eta = math.ceil(remaining / self.rate_per_second) if remaining else 0
-        return Progress(
-            BroadcastState(row.state), audience, queued, sent, blocked, no_consent, failed, remaining, withdrawn, eta
-        )
+        return Progress(state, audience, queued, sent, blocked, no_consent, failed, remaining, withdrawn, eta)
 
     async def compose(self, row: Any) -> str | None:
         """The dispatcher's hook for a broadcast row: the text in the recipient's language
