@@ -245,6 +245,40 @@ async def two_thousand(session_factory, emulator, delivery_bot) -> None:
     assert len(await broadcast_rows(session_factory, view.id)) == 1995
 
 
+async def test_two_instances_share_a_broadcast_and_send_one_each(session_factory, delivery_bot):
+    """Two instances (on PostgreSQL: claims with SKIP LOCKED) plan and deliver one broadcast
+    at once: both queue it, each row goes out once."""
+    emulator = BotApiEmulator(flood=FloodLimits(overall_per_second=2000, overall_burst=200))
+    async with emulator:
+        bot = type(delivery_bot)(
+            emulator.token, base_url=emulator.base_url, defaults=delivery_bot.defaults,
+            rate_limiter=delivery_bot.rate_limiter,
+        )
+        await bot.initialize()
+        try:
+            first, second = broadcast_service(session_factory, rate=300), broadcast_service(session_factory, rate=300)
+            staff = await staff_identity(session_factory)
+            people = await add_people(session_factory, emulator, 300)
+            view, _ = await first.send(staff, await first.draft(staff, "Hello"), Audience("all"))
+            emulator.inject("sendMessage", status=429, retry_after=1, count=2)
+            one = dispatcher_for(bot, session_factory, first, rate_per_second=150.0)
+            two = dispatcher_for(bot, session_factory, second, rate_per_second=150.0)
+
+            async def finished() -> bool:
+                return (await first.progress(view.id)).state is BroadcastState.DONE
+
+            await asyncio.gather(run_until(one, finished), run_until(two, finished))
+            await asyncio.gather(one.stop(), two.stop())
+        finally:
+            await bot.shutdown()
+    assert all(len(user.messages) == 1 for _, user in people)
+    assert one.stats.sent > 0 and two.stats.sent > 0 and one.stats.sent + two.stats.sent == 300
+    async with session_factory() as session:
+        finished_events = await session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "broadcast.finished"))
+    assert finished_events == 1
+
+
 async def test_audiences_one_therapists_clients_and_coming_sessions(session_factory, emulator):
     from bot.db.models import Appointment, AppointmentKind
 
