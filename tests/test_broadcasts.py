@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot.content import Content
-from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
+from bot.db.delivery_models import OutboxMessage
 from bot.db.models import AuditEvent, Broadcast, BroadcastState, ConsentChoice, ConsentRecord, Person, Role, TherapistClientLink
 from bot.db.repositories import PeopleRepository
 from bot.db.types import utcnow
@@ -121,6 +121,9 @@ async def test_only_staff_may_broadcast_and_bad_texts_are_refused(session_factor
     with pytest.raises(BroadcastError) as refused:
         await service.send(staff, draft, Audience("all"), utcnow() - timedelta(minutes=1))
     assert refused.value.reason == "past"
+    await service.plan(utcnow() + timedelta(days=1, minutes=1))  # an abandoned draft is deleted, text and all
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Broadcast)) == 0
 
 
 async def test_a_scheduled_broadcast_fires_once_even_planned_by_two_instances(session_factory, emulator, delivery_bot):

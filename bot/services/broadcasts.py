@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import CONTENT_DIR, Content, trusted_html
@@ -71,6 +71,7 @@ HORIZON = timedelta(days=366)
 MAX_DAYS = 60  # "appointment in the next N days"
 BATCH = 500  # rows per transaction while queueing
 EXPIRES_AFTER = timedelta(days=2)  # a broadcast row not sent within this long is dropped
+DRAFT_KEPT = timedelta(days=1)  # a draft nobody sent or discarded is deleted after this
 WORDS_FILE = CONTENT_DIR / "broadcast_words.yaml"
 PREPARING = (AppointmentKind.PREPARATION, AppointmentKind.IMRS)
 OPEN_STATES = (BroadcastState.SCHEDULED, BroadcastState.SENDING)
@@ -420,9 +421,13 @@ class BroadcastService:
 
     async def plan(self, now: datetime | None = None) -> None:
         """Start the broadcasts whose time has come, queue their rows, close the finished
-        ones. Safe to run on every instance at once."""
+        ones, delete abandoned drafts. Safe to run on every instance at once."""
         now = now or self.clock()
         async with self._sessions.begin() as session:
+            # Drafts left behind (a flow ended without sending or discarding): their text goes.
+            await session.execute(
+                delete(Broadcast).where(Broadcast.state == BroadcastState.DRAFT, Broadcast.created_at < now - DRAFT_KEPT)
+            )
             await session.execute(
                 update(Broadcast)
                 .where(Broadcast.state == BroadcastState.SCHEDULED, Broadcast.scheduled_for <= now)
