@@ -5,7 +5,8 @@ second (OUTBOX_TICK_SECONDS). A tick is short; it
 
 1. heartbeats (PostgreSQL: the instances share the overall rate), every few seconds;
 2. puts rows whose lease ran out back to pending (every few seconds);
-3. plans recurring schedules that have come (bot.delivery.schedules);
+3. plans recurring schedules that have come (bot.delivery.schedules), and staff broadcasts
+   (bot.services.broadcasts: starts those due, queues their rows, closes finished ones);
 4. claims due rows (bot.delivery.store) to keep about two ticks' worth of sends buffered,
    and triages them: too late (dead), recipient inactive (failed), in their quiet hours
    (back to pending until they end), two for one chat (the later one waits a tick);
@@ -13,7 +14,8 @@ second (OUTBOX_TICK_SECONDS). A tick is short; it
 
 A row is sent as a text (its content key in the recipient's language, or its encrypted
 body), or, for a row of a kind in ``DOCUMENT_KINDS`` (a summary) without a body, as a
-document whose file and caption ``documents(row)`` reads at send time.
+document whose file and caption ``documents(row)`` reads at send time. A broadcast row holds
+only its broadcast's id: ``broadcasts.compose(row)`` reads the text at send time.
 
 The sender task starts a send task for each row once its chat may get a message (one per
 OUTBOX_PER_CHAT_INTERVAL), up to ``max_in_flight`` at once; each send task takes its token
