@@ -440,3 +440,41 @@ async def test_bad_days_are_asked_again_and_a_scheduled_one_can_be_cancelled(bot
     async with sessions() as session:
         state = await session.scalar(select(Broadcast.state))
     assert state == BroadcastState.CANCELLED
+
+
+async def test_a_restart_mid_way_continues_the_broadcast_and_its_progress_message(bot: RunningBot, emulator: BotApiEmulator):
+    await add_person(bot, STAFF_TG, Role.STAFF)
+    clients = []
+    for n in range(80):
+        client = await add_person(bot, 9100 + n, Role.CLIENT)
+        user = emulator.user(9100 + n)
+        emulator.state.chats[user.id].reachable = True
+        clients.append((client.person_id, user))
+    async with services(bot).sessions.begin() as session:
+        await grant_consent(session, [p for p, _ in clients])
+    staff = await open_chat(emulator.user(STAFF_TG))
+    await staff.send("/broadcast")
+    await staff.next_message()
+    await staff.send("A calm evening")
+    await staff.press(t("broadcast.audiences.all"), await staff.next_message())
+    await staff.press(t("broadcast.all_languages"), await staff.next_message())
+    await staff.next_message()  # the preview
+    await staff.press(t("broadcast.send_now_button"), await staff.next_message())
+    await staff.press(t("broadcast.yes_button"), await staff.next_message())
+    progress = await staff.next_message()
+    async with services(bot).sessions() as session:
+        broadcast_id = await session.scalar(select(Broadcast.id))
+    for _ in range(100):  # at 25 messages a second: well before the end
+        await bot.outbox_settled(rounds=1)
+        before = await services(bot).broadcasts.progress(broadcast_id)
+        if before.sent >= 10:
+            break
+    assert before.remaining > 0  # the restart comes in the middle
+    await bot.restart()
+    for _ in range(200):
+        await bot.outbox_settled()
+        if "(done)" in progress.content:
+            break
+    assert progress.content.startswith("Message to clients (done)"), progress.content
+    assert "Sent: 80 · blocked: 0" in progress.content and "Remaining: 0" in progress.content
+    assert all(len(user.messages) == 1 for _, user in clients)
