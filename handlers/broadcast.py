@@ -116,9 +116,18 @@ def _example(zone: str) -> str:
 # -- /broadcast ----------------------------------------------------------------------------------
 
 
+async def _with_record(update: Update, context: BotContext) -> None:
+    """An administrator from the configuration who has no record yet gets one: a broadcast's
+    text is encrypted under its sender's key."""
+    identity = await context.identity(update)
+    if identity.role is Role.ADMIN and identity.person_id is None:
+        await context.services.people.register_admin(identity)
+
+
 @requires(Role.STAFF)
 async def start(update: Update, context: BotContext) -> str:
     await _drop(update, context)
+    await _with_record(update, context)
     await say(update, context, "broadcast.ask_text")
     return TEXT_STATE
 
@@ -448,6 +457,7 @@ async def _row(update: Update, context: BotContext, view: BroadcastView, zone: s
 
 @requires(Role.STAFF)
 async def show(update: Update, context: BotContext) -> None:
+    await _with_record(update, context)
     identity = await context.identity(update)
     views = await context.services.broadcasts.list(identity)
     if not views:
