@@ -717,6 +717,8 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "therapists.moved_client_notice": ("client",),
     "staff": ("admin",),
     "appointments": ("therapist", "staff", "admin", "client"),
+    "broadcast": ("staff", "admin"),
+    "broadcast.message": ("client",),
     "appointments.client_title": ("client",),
     "appointments.client_row": ("client",),
     "appointments.client_empty": ("client",),
@@ -972,6 +974,30 @@ def readiness_problems(root: Path = CONTENT_DIR) -> list[Problem]:
     return checker.report.problems
 
 
+BROADCAST_WORDS_FILE = "broadcast_words.yaml"
+
+
+def broadcast_word_problems(root: Path = CONTENT_DIR) -> list[Problem]:
+    """content/broadcast_words.yaml (the /broadcast preview's warning on words that reveal a
+    diagnosis or treatment) loads, with a list of words for every language."""
+    checker = _Checker(root)
+    path = root / BROADCAST_WORDS_FILE
+    if not path.is_file():
+        checker.problem(path, None, "the broadcast words are missing (bot/services/broadcasts.py reads them)")
+        return checker.report.problems
+    try:
+        words = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("words")
+    except (yaml.YAMLError, AttributeError) as exc:
+        checker.problem(path, None, f"cannot read the broadcast words ({type(exc).__name__})")
+        return checker.report.problems
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        listed = words.get(lang) if isinstance(words, dict) else None
+        if not isinstance(listed, list) or not listed or not all(isinstance(w, str) and w.strip() for w in listed):
+            checker.problem(path, None, f"words.{lang}: a list of words (non-empty texts) is needed for every language")
+    return checker.report.problems
+
+
 EXTRA_CHECKS = (
     command_problems, reminder_word_problems, crisis_coverage_problems, feature_problems, readiness_problems,
+    broadcast_word_problems,
 )

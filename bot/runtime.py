@@ -53,6 +53,7 @@ from bot.services.notices import Notices
 from bot.services.preferences import PreferencesService
 from bot.services.safety_plan import SafetyPlanService
 from bot.safety.resources import load_crisis_lines
+from bot.services.broadcasts import BroadcastService
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ async def open_services(
             checkin_reminder_after=timedelta(hours=settings.checkin_reminder_after_hours),
         ),
     )
+    consent = ConsentService(sessions, content, notices)
+    broadcasts = BroadcastService(
+        sessions, outbox=outbox, content=content, may_receive=consent.may_receive,
+        rate_per_second=settings.outbox_rate_per_second,
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -118,7 +124,7 @@ async def open_services(
         callbacks=CallbackCodec(keyring),
         invites=invites,
         clinic=ClinicService(sessions, invites, notices, crypto, appointments=appointments),
-        consent=ConsentService(sessions, content, notices),
+        consent=consent,
         preferences=PreferencesService(sessions, content, schedules),
         enrollment=ClientEnrollmentService(sessions, invites, notices, appointments=appointments),
         data_rights=DataRightsService(sessions, crypto),
@@ -137,6 +143,7 @@ async def open_services(
         # A completed check-in's summary is made in the same transaction (a listener).
         checkins=CheckInService(sessions, outbox, listeners=[summaries.on_check_in_completed]),
         summaries=summaries,
+        broadcasts=broadcasts,
     )
 
 

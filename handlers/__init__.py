@@ -11,7 +11,7 @@ matches; groups run from the lowest number up. The order below is the product's 
   group MAIN  (0)    0. the bot blocked or unblocked (my_chat_member: no message, no conflict)
                      1. conversations (their states take precedence while one is active)
                      2. commands without a conversation (/therapists, /staff, /language,
-                        /mydata, /delete, /consent, /summaries) and the buttons of their
+                        /mydata, /delete, /consent, /summaries, /broadcasts) and the buttons of their
                         messages, and the buttons under messages the outbox delivered
                         (reminders, appointment reminders)
                      3. commands available at any time (/help, /about, /cancel or a stop word)
@@ -36,6 +36,7 @@ from bot.logs import remember_update_texts
 from handlers import (
     account,
     appointments,
+    broadcast,
     checkin,
     clients,
     errors,
@@ -83,6 +84,7 @@ def conversations(content: Content) -> list[BaseHandler]:
         appointments.build(fallbacks, free_text),
         # /checkin and [Start my check-in] under a prompt: the pre-appointment check-in (clients)
         checkin.build(fallbacks, free_text, content),
+        broadcast.build(fallbacks, free_text),  # /broadcast: a message to many clients (staff)
     ]
 
 
@@ -122,6 +124,7 @@ def register(application: Application) -> None:
     application.add_handlers(learn.build(), group=MAIN)  # /learn and its buttons (everyone)
     application.add_handlers(progress.build(), group=MAIN)  # /progress (clients)
     application.add_handlers(summaries.build(), group=MAIN)  # /summaries (therapists)
+    application.add_handlers(broadcast.build_list(), group=MAIN)  # /broadcasts and Cancel (staff)
     application.add_handlers(reminders.build_buttons(), group=MAIN)  # under a delivered reminder
     application.add_handlers(appointments.build_buttons(), group=MAIN)  # under an appointment reminder
     application.add_handlers(safety.buttons(), group=MAIN)  # under a boundary or crisis message
@@ -135,5 +138,8 @@ def register(application: Application) -> None:
     # When this instance starts consuming updates: resume timed exercises a restart stopped.
     application.bot_data.setdefault(CONSUMING_HOOKS_KEY, []).append(exercises.on_consuming)
     application.bot_data[CONSUMING_HOOKS_KEY].append(_read_paused_flows_again)
+
+    # Staff broadcasts: the sender's progress message, edited while it is sent.
+    broadcast.start_progress_job(application, 2 * application.bot_data[SERVICES_KEY].settings.outbox_tick_seconds)
 
     application.add_error_handler(errors.on_error)

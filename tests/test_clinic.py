@@ -677,6 +677,7 @@ async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBo
     assert {"ap.th", "ap.list", "ap.new", "ap.client", "ap.open", "ap.move", "ap.cancel", "ap.cancel_ok",
             "ap.yes", "ap.resched"} <= signed
     assert "ci.start" in signed  # under a check-in prompt (clients)
+    assert "bc.cancel" in signed  # /broadcasts: cancel a scheduled or running broadcast (staff)
     assert any(action is None for _, action in buttons.values()), "unsigned patterns are pressed too"
     assert {f"^{re.escape(a)}$" for a in ("splan:begin", "splan:edit", "splan:share", "splan:unshare", "splan:delete_yes")} <= set(buttons)
     people: dict[Role | None, SimUser] = {}

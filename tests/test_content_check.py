@@ -564,3 +564,12 @@ def test_a_feature_that_lands_is_deleted_from_the_list(copy):
     text = (copy / "features.yaml").read_text(encoding="utf-8")
     (copy / "features.yaml").write_text(text.replace(PLANNED_DIARY, "planned: []\n"), encoding="utf-8")
     assert check_content(copy).ok
+
+
+def test_broadcast_words_need_a_list_for_every_language(copy: Path):
+    words = copy / "broadcast_words.yaml"
+    words.write_text("words:\n  en: [trauma]\n", encoding="utf-8")
+    found = problems(copy)
+    assert [p for p in found if "broadcast_words.yaml" in p and "words.nl" in p], found
+    words.unlink()
+    assert any("broadcast words are missing" in p for p in problems(copy))

@@ -44,6 +44,7 @@ APP_TABLES = {
     "safety_plans",  # 0011
     "safety_flags",  # 0012
     "check_ins", "summaries",  # 0013
+    "broadcasts",  # 0014
 }
 
 
@@ -152,6 +153,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "fk_consent_records_person_id_people",
         "fk_audit_events_subject_person_id_people",
         "fk_invites_created_by_id_people",
+        "fk_broadcasts_created_by_id_people",
         "fk_invites_therapist_id_people",
         "fk_invites_used_by_id_people",
         "fk_outbox_recipient_id_people",
@@ -195,6 +197,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ck_appointments_client_response",
         "ck_check_ins_state",
         "ck_summaries_state",
+        "ck_broadcasts_state",
     }
     assert {
         "ix_audit_events_occurred_at",
@@ -205,6 +208,8 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_consent_records_person_id_recorded_at",
         "uq_therapist_client_links_active_client",
         "ix_invites_therapist_id",
+        "ix_broadcasts_created_by_id",
+        "ix_broadcasts_state_scheduled_for",
         "ix_outbox_state_due_at",
         "ix_reminder_schedules_next_due_at",
         "uq_therapist_questions_open",

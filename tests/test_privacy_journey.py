@@ -25,7 +25,7 @@ from bot.db.models import Base, CheckIn, CheckInState
 from bot.db.types import utcnow
 from bot.logs import PrivacyFilter
 from bot.sandbox.emulator import BotApiEmulator
-from tests.fixtures_bot import RunningBot
+from tests.fixtures_bot import ADMIN_ID, RunningBot
 from tests.join_support import join
 from tests.test_clinic import new_therapist, receive_invite, services
 
@@ -37,11 +37,12 @@ SUMMARY = "Qzx Summarymarker: stress 7 of 10"  # a clinical message the bot send
 SAFE_PLACE = ["Qzx Seemarker", "Qzx Hearmarker", "Qzx Feelmarker"]  # /practice: the safe place
 BOUNDARY = "Qzx Narrativemarker can you guide me through rescripting the memory of my father?"
 NOTE = "Qzx Notemarker it comes up at night"  # the client's own note with a flag for the therapist
+BROADCAST = "Qzx Broadcastmarker: a calm evening"  # what staff send to clients (/broadcast)
 CHECK_IN_NOTE = "Qzx Checkinmarker please ask about work"  # the check-in's note (in the answers and summary)
 SAFETY_PLAN = [f"Qzx Planmarker{n} step {n}\nQzx Planmarker{n} again" for n in range(1, 7)]  # /safetyplan
 MARKERS = ["Therapistmarker", "Aliasmarker", "Renamedmarker", "freetextmarker", "Summarymarker",
            "Seemarker", "Hearmarker", "Feelmarker", "Narrativemarker", "Notemarker",
-           "Checkinmarker", *(f"Planmarker{n}" for n in range(1, 7))]
+           "Checkinmarker", "Broadcastmarker", *(f"Planmarker{n}" for n in range(1, 7))]
 
 
 def encrypted_columns() -> list[tuple[str, str]]:
@@ -189,6 +190,20 @@ async def journey(bot: RunningBot, emulator: BotApiEmulator) -> None:
         therapist_id, kind=OutboxKind.SUMMARY, idempotency_key="journey:summary", text=SUMMARY
     )
     await therapist.wait_for(lambda m: "Summarymarker" in m.content, timeout=15)
+
+    # /broadcast (staff; here an admin): the text is kept encrypted under the sender's key, and
+    # the outbox rows hold only the broadcast's id.
+    admin = emulator.user(ADMIN_ID, first_name="Admin")
+    await admin.send("/broadcast")
+    await admin.next_message()
+    await admin.send(BROADCAST)
+    await admin.press("All clients", await admin.next_message())
+    await admin.press("All languages", await admin.next_message())
+    await admin.next_message()  # the preview
+    await admin.press("Send now", await admin.next_message())
+    await admin.press("Yes, send it", await admin.next_message())
+    await admin.next_message()  # the progress message
+    await client.wait_for(lambda m: "Broadcastmarker" in m.content, timeout=15)
 
 
 async def raw_database_text(database_url: str, bot: RunningBot) -> bytes:

@@ -580,3 +580,50 @@ class Summary(Base):
 
     def __repr__(self) -> str:
         return f"<Summary id={self.id} check_in_id={self.check_in_id} state={self.state}>"
+
+
+class BroadcastState(enum.StrEnum):
+    DRAFT = "draft"  # being written (not used by the chat flow today, which keeps its draft in bot.flows)
+    SCHEDULED = "scheduled"  # waiting for scheduled_for
+    SENDING = "sending"  # being queued into the outbox and delivered
+    DONE = "done"  # every recipient's message is sent, failed or given up
+    CANCELLED = "cancelled"  # stopped by staff; what was not sent yet was withdrawn
+
+
+class Broadcast(Base):
+    """A message from staff to many clients (bot.services.broadcasts). The text is what the
+    staff member wrote, encrypted under their own key (owner = ``created_by_id``); the
+    audience is a kind and parameters (ids, a number of days: never clinical content). Each
+    recipient gets one outbox row keyed ``broadcast:{id}:{recipient id}``, so a restart or a
+    second instance cannot send twice. ``queued`` and the ``skipped_*`` counts are written
+    when the rows have all been queued; the final figures (``sent`` ...) when it is done, as
+    finished outbox rows are purged after a while."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_state_scheduled_for", "state", "scheduled_for"),)
+
+    id: Mapped[int] = row_id_column()
+    created_by_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = encrypted(owner="created_by_id", max_length=4096)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"kind": "all" | "therapist" | "appointments", ...}
+    language: Mapped[str | None] = mapped_column(String(16))  # only recipients of this language; NULL: all
+    state: Mapped[BroadcastState] = mapped_column(_string_enum(BroadcastState, "state"))
+    scheduled_for: Mapped[datetime]  # UTC: when sending starts
+    # Where the sender's live progress message is (edited while sending).
+    progress_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    audience_size: Mapped[int | None]  # clients matching when queued (active or not)
+    queued: Mapped[int | None]  # outbox rows made (active recipients)
+    sent: Mapped[int | None]
+    failed: Mapped[int | None]
+    blocked: Mapped[int | None]  # blocked the bot, or inactive when their turn came
+    skipped_no_consent: Mapped[int | None]
+    withdrawn: Mapped[int | None]  # not sent because it was cancelled
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    queued_at: Mapped[datetime | None]  # every row is in the outbox
+    finished_at: Mapped[datetime | None]  # done or cancelled
+    reported_at: Mapped[datetime | None]  # the final report was shown to the sender
+
+    def __repr__(self) -> str:  # never the text
+        return f"<Broadcast id={self.id} state={self.state}>"

@@ -68,6 +68,7 @@ def start_delivery(application: Application) -> Dispatcher:
         may_receive=services.consent.may_receive,
         buttons=OutboxButtons(services.content, services.callbacks),
         documents=services.summaries.document,  # summaries go out as .age documents
+        broadcasts=services.broadcasts,  # started, queued and closed on every tick; texts read at send time
     )
     dispatcher.start()
     application.bot_data[DISPATCHER_KEY] = dispatcher

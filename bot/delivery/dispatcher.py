@@ -5,7 +5,8 @@ second (OUTBOX_TICK_SECONDS). A tick is short; it
 
 1. heartbeats (PostgreSQL: the instances share the overall rate), every few seconds;
 2. puts rows whose lease ran out back to pending (every few seconds);
-3. plans recurring schedules that have come (bot.delivery.schedules);
+3. plans recurring schedules that have come (bot.delivery.schedules), and staff broadcasts
+   (bot.services.broadcasts: starts those due, queues their rows, closes finished ones);
 4. claims due rows (bot.delivery.store) to keep about two ticks' worth of sends buffered,
    and triages them: too late (dead), recipient inactive (failed), in their quiet hours
    (back to pending until they end), two for one chat (the later one waits a tick);
@@ -13,7 +14,8 @@ second (OUTBOX_TICK_SECONDS). A tick is short; it
 
 A row is sent as a text (its content key in the recipient's language, or its encrypted
 body), or, for a row of a kind in ``DOCUMENT_KINDS`` (a summary) without a body, as a
-document whose file and caption ``documents(row)`` reads at send time.
+document whose file and caption ``documents(row)`` reads at send time. A broadcast row holds
+only its broadcast's id: ``broadcasts.compose(row)`` reads the text at send time.
 
 The sender task starts a send task for each row once its chat may get a message (one per
 OUTBOX_PER_CHAT_INTERVAL), up to ``max_in_flight`` at once; each send task takes its token
@@ -123,6 +125,12 @@ class DispatcherConfig:
         return max(1.0, self.lease.total_seconds() / 2)
 
 
+class Broadcasts(Protocol):
+    async def plan(self, now: datetime | None = None) -> None: ...
+
+    async def compose(self, row: Claimed) -> str | None: ...
+
+
 class Document(Protocol):
     """A file to send instead of a text: its name, bytes and caption (Telegram HTML)."""
 
@@ -187,8 +195,12 @@ class Dispatcher:
         may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
         buttons: Callable[[Claimed], InlineKeyboardMarkup | None] | None = None,
         documents: Callable[[Claimed], Awaitable[Document | None]] | None = None,
+        broadcasts: Broadcasts | None = None,
     ) -> None:
         self.bot = bot
+        #: Staff broadcasts (bot.services.broadcasts): planned on every tick, and the text of
+        #: a broadcast row read at send time (its row holds only the broadcast's id).
+        self.broadcasts = broadcasts
         #: The file of a row sent as a document (a summary: bot.services.summaries), read at
         #: send time; None: nothing to send any more (the row fails).
         self.documents = documents
@@ -313,6 +325,8 @@ class Dispatcher:
             await self.store.purge(now - RETENTION)
         if self.planner is not None:
             await self.planner.plan(now, may_receive=self.may_receive)
+        if self.broadcasts is not None:
+            await self.broadcasts.plan(now)
         if self.pacer.paused_for(mono) > self.config.tick_seconds:
             return 0  # flood wait: claim nothing now
         target = min(1000, max(4, math.ceil(self.pacer.rate * self.config.tick_seconds * 2)))
@@ -462,10 +476,15 @@ class Dispatcher:
                 document = await self.documents(row) if self.documents is not None else None
                 if document is None:
                     raise ValueError("no document")
+            elif row.kind == OutboxKind.BROADCAST.value and self.broadcasts is not None and row.body is None:
+                composed = await self.broadcasts.compose(row)
+                if composed is None:
+                    raise ValueError("the broadcast is gone")
+                text, markup = composed, None
             else:
                 text = self._render(row)
                 markup = self.buttons(row) if self.buttons is not None else None
-        except (SQLAlchemyError, OSError) as exc:  # the summary could not be read now
+        except (SQLAlchemyError, OSError) as exc:  # the summary (broadcast) could not be read now
             _log.warning("Outbox row %s: its document could not be read (%s)", row.id, type(exc).__name__)
             return self._retry(row, "database_error")
         except (ContentError, KeyError, ValueError, TypeError) as exc:

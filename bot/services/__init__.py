@@ -38,6 +38,7 @@ from bot.services.therapist_keys import TherapistKeyService
 from bot.services.appointments import AppointmentService
 from bot.services.checkins import CheckInService
 from bot.services.summaries import SummaryService
+from bot.services.broadcasts import BroadcastService
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Services:
     appointments: AppointmentService  # /appointments: in the therapist's zone; reminders, check-in prompts
     checkins: CheckInService  # /checkin: a client's own pre-appointment check-in (answers encrypted)
     summaries: SummaryService  # readiness of check-ins; summaries encrypted to the therapist's key
+    broadcasts: BroadcastService  # /broadcast: staff messages to many clients, through the outbox
 
     async def close(self) -> None:
         try:
