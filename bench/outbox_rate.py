@@ -13,7 +13,12 @@ The emulator runs in a child process (the machine's second core), as Telegram wo
 elsewhere. Database: a temporary SQLite file, or ``BENCH_DATABASE_URL`` (an empty, migrated
 or migratable PostgreSQL database, e.g. ``postgresql://postgres@127.0.0.1:5432/bench``).
 
-Run: ``.venv/bin/python bench/outbox_rate.py [recipients] [cap]``
+``--broadcast``: the same rows made by one staff broadcast (bot.services.broadcasts) to every
+recipient instead: queued by the service on the dispatcher's tick (batches, due times spread
+ahead of the cap), each text read at send time; its progress figures are printed at the end.
+Not measured yet (issue 15): replies to chatting clients meanwhile (p95 < 1 s).
+
+Run: ``.venv/bin/python bench/outbox_rate.py [recipients] [cap] [--broadcast]``
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ from bot.crypto.keystore import KeyStore  # noqa: E402
 from bot.db.delivery_models import OutboxKind, OutboxMessage  # noqa: E402
 from bot.db.engine import create_engine, session_factory  # noqa: E402
 from bot.db.migrate import upgrade  # noqa: E402
-from bot.db.models import Person  # noqa: E402
+from bot.db.models import Broadcast, Person, Role  # noqa: E402
 from bot.db.types import utcnow  # noqa: E402
 from bot.delivery.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
 from bot.delivery.outbox import OutboxService, PlainMessage  # noqa: E402
 from bot.delivery.ratelimit import bot_rate_limiter  # noqa: E402
 from bot.delivery.store import OutboxStore  # noqa: E402
+from bot.services.broadcasts import Audience, BroadcastService  # noqa: E402
+from bot.services.people import Identity  # noqa: E402
 
 FIRST_USER = 1_000_000_001
 
@@ -94,7 +101,7 @@ def run_emulator(count: int, cap: float, ready: multiprocessing.Queue) -> None: 
     asyncio.run(main())
 
 
-async def bench(count: int, cap: float) -> None:
+async def bench(count: int, cap: float, broadcast: bool = False) -> None:
     ready: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     child = multiprocessing.Process(target=run_emulator, args=(count, cap, ready), daemon=True)
     child.start()
@@ -108,6 +115,7 @@ async def bench(count: int, cap: float) -> None:
         sessions = FieldCrypto(keystore).attach(session_factory(engine))
         async with sessions.begin() as session:  # a reused database starts empty
             await session.execute(delete(OutboxMessage))
+            await session.execute(delete(Broadcast))
             await session.execute(delete(Person))
         now = utcnow()
         people = [
@@ -119,11 +127,28 @@ async def bench(count: int, cap: float) -> None:
             for start in range(0, count, 1000):
                 await session.execute(insert(Person.__table__), people[start : start + 1000])
         outbox = OutboxService(sessions)
+        broadcasts: BroadcastService | None = None
         t = time.perf_counter()
-        queued = await outbox.enqueue_many(
-            PlainMessage(p["id"], OutboxKind.BROADCAST, f"bench:{p['id']}", now, "outbox.practice_reminder")
-            for p in people
-        )
+        if broadcast:
+            async with sessions.begin() as session:
+                staff = Person(telegram_id=FIRST_USER - 1, role=Role.STAFF, language="en", timezone="Europe/Amsterdam")
+                session.add(staff)
+                await session.flush()
+                actor = Identity(staff.telegram_id, "Desk", Role.STAFF, staff.id, "en", "Europe/Amsterdam")
+
+            async def everyone(ids: set[int]) -> set[int]:
+                return ids  # consent is the outbox's check at send time, not measured here
+
+            broadcasts = BroadcastService(sessions, outbox=outbox, content=Content(), may_receive=everyone,
+                                          rate_per_second=cap)
+            view, _ = await broadcasts.send(actor, await broadcasts.draft(actor, "A calm evening"), Audience("all"))
+            await broadcasts.plan()  # what the dispatcher's tick does: start it and queue every row
+            queued = (await broadcasts.progress(view.id)).queued
+        else:
+            queued = await outbox.enqueue_many(
+                PlainMessage(p["id"], OutboxKind.BROADCAST, f"bench:{p['id']}", now, "outbox.practice_reminder")
+                for p in people
+            )
         enqueue_seconds = time.perf_counter() - t
 
         bot = ExtBot(
@@ -133,7 +158,8 @@ async def bench(count: int, cap: float) -> None:
         )
         await bot.initialize()
         config = DispatcherConfig(rate_per_second=cap, tick_seconds=1.0)
-        dispatcher = Dispatcher(bot, OutboxStore(sessions, FieldCrypto(keystore)), Content(), config=config)
+        dispatcher = Dispatcher(bot, OutboxStore(sessions, FieldCrypto(keystore)), Content(), config=config,
+                                broadcasts=broadcasts)
         dispatcher.start()
 
         marks: dict[str, float] = {}
@@ -156,6 +182,10 @@ async def bench(count: int, cap: float) -> None:
                 watcher.cancel()
                 break
         await dispatcher.idle()
+        figures = None
+        if broadcasts is not None:
+            await dispatcher.tick()  # closes the broadcast
+            figures = await broadcasts.progress(view.id)
         await dispatcher.stop()
         await bot.shutdown()
 
@@ -178,9 +208,12 @@ async def bench(count: int, cap: float) -> None:
     print(f"recipients reached           {report['recipients_reached']:,} of {count:,} "
           f"(max {report['max_per_chat']} per chat)")
     print(f"dispatcher                   {dispatcher.stats}")
+    if figures is not None:
+        print(f"broadcast progress           {figures}")
 
 
 if __name__ == "__main__":
-    recipients = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    cap = float(sys.argv[2]) if len(sys.argv) > 2 else 200.0
-    asyncio.run(bench(recipients, cap))
+    args = [a for a in sys.argv[1:] if a != "--broadcast"]
+    recipients = int(args[0]) if args else 10_000
+    cap = float(args[1]) if len(args) > 1 else 200.0
+    asyncio.run(bench(recipients, cap, broadcast="--broadcast" in sys.argv[1:]))

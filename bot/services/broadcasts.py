@@ -20,7 +20,7 @@ The conversation is handlers/broadcast.py (``/broadcast``, ``/broadcasts``).
   second instance queues the rest, never a second row), and the dispatcher's claims give
   each row to one sender. Due times are spread at twice the configured rate: reminders due
   meanwhile wait behind at most half of what has gone out, and the dispatcher always has
-  rows ready to catch up after a flood wait (at exactly the rate, bench/broadcast_rate.py
+  rows ready to catch up after a flood wait (at exactly the rate, bench/outbox_rate.py --broadcast
   reached about half of it).
 * **Driving it.** ``plan(now)`` runs on every outbox dispatcher tick (any instance): it
   starts broadcasts whose time has come, queues their rows, and closes those with nothing
