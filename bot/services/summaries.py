@@ -29,7 +29,6 @@ logged or sent.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,7 +75,6 @@ from bot.summary_report import (
     render_report,
 )
 
-_log = logging.getLogger(__name__)
 
 PRACTICE_DAYS = 14  # the practice the report shows: the 14 days before the check-in
 RESEND_WINDOW = timedelta(days=30)  # /summaries re-sends the summaries of the last 30 days
