@@ -476,7 +476,10 @@ class Dispatcher:
                 document = await self.documents(row) if self.documents is not None else None
                 if document is None:
                     raise ValueError("no document")
-            elif row.kind == OutboxKind.BROADCAST.value and self.broadcasts is not None and row.body is None:
+            elif (
+                row.kind == OutboxKind.BROADCAST.value and self.broadcasts is not None and row.body is None
+                and "broadcast" in (row.params or {})  # a staff broadcast's row; others render as usual
+            ):
                 composed = await self.broadcasts.compose(row)
                 if composed is None:
                     raise ValueError("the broadcast is gone")
