@@ -729,7 +729,8 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "readiness": ("therapist",),
     "reader": ("therapist",),
 }
-_COMMAND = re.compile(r"(?<![\w/:<.&])/([a-z][a-z0-9_]*)\b")
+# Not after a word, a path or URL, a tag, or an escaped "<" (a closing tag shown as text: &lt;/b&gt;).
+_COMMAND = re.compile(r"(?<![\w/:<.&])(?<!&lt;)/([a-z][a-z0-9_]*)\b")
 
 
 #: handler module -> ((mtime, size), its commands): parsed again only when the file changes

@@ -487,6 +487,12 @@ def test_a_command_that_does_not_exist_is_reported(copy):
     assert_reported(copy, "en/bot.yaml", "help.client: /diary is not a command the bot has")
 
 
+def test_a_closing_tag_shown_as_text_is_not_a_command(copy):
+    replace(copy / "en" / "bot.yaml", "    /help — this list\n\n    {crisis}",
+            "    /help — this list\n    Bold ends with &lt;/b&gt; in a message.\n\n    {crisis}")
+    assert check_content(copy).ok, [str(p) for p in check_content(copy).problems]
+
+
 def test_a_command_of_another_role_is_reported(copy):
     replace(copy / "en" / "bot.yaml", "    /invite — an invite link for a client (with an optional alias)\n",
             "    /invite — an invite link for a client (with an optional alias)\n    /practice — calming exercises\n")
