@@ -425,16 +425,21 @@ class BroadcastService:
         """Start the broadcasts whose time has come, queue their rows, close the finished
         ones, delete abandoned drafts. Safe to run on every instance at once."""
         now = now or self.clock()
-        async with self._sessions.begin() as session:
-            # Drafts left behind (a flow ended without sending or discarding): their text goes.
-            await session.execute(
-                delete(Broadcast).where(Broadcast.state == BroadcastState.DRAFT, Broadcast.created_at < now - DRAFT_KEPT)
-            )
-            await session.execute(
-                update(Broadcast)
-                .where(Broadcast.state == BroadcastState.SCHEDULED, Broadcast.scheduled_for <= now)
-                .values(state=BroadcastState.SENDING, started_at=now)
-            )
+        stale = and_(Broadcast.state == BroadcastState.DRAFT, Broadcast.created_at < now - DRAFT_KEPT)
+        due = and_(Broadcast.state == BroadcastState.SCHEDULED, Broadcast.scheduled_for <= now)
+        # Every tick of every instance comes here: one read, and a write transaction only when
+        # there is something to write (SQLite has one writer at a time).
+        async with self._sessions() as session:
+            work = (await session.execute(
+                select(stale, due).where(stale | due | (Broadcast.state == BroadcastState.SENDING))
+            )).all()
+        if not work:
+            return
+        if any(is_stale or is_due for is_stale, is_due in work):
+            async with self._sessions.begin() as session:
+                # Drafts left behind (a flow ended without sending or discarding): their text goes.
+                await session.execute(delete(Broadcast).where(stale))
+                await session.execute(update(Broadcast).where(due).values(state=BroadcastState.SENDING, started_at=now))
         async with self._sessions() as session:
             sending = (
                 await session.execute(
