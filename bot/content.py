@@ -11,6 +11,7 @@ content/README.md); a module missing in a language falls back to its English ver
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import string
@@ -85,12 +86,7 @@ class Module:
 class Content:
     def __init__(self, root: Path = CONTENT_DIR, *, default_language: str = REFERENCE_LANGUAGE):
         self.root = root
-        self._tables: dict[str, dict[str, Any]] = {}
-        for lang_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            self._tables[lang_dir.name] = _load_language(lang_dir)
-        if REFERENCE_LANGUAGE not in self._tables:
-            raise ContentError(f"{root} has no {REFERENCE_LANGUAGE}/ folder (the reference language)")
-        self._modules = {lang: _load_modules(root / lang / LEARN_DIR, lang) for lang in self._tables}
+        self._tables, self._modules = _parsed(root)
         self.default_language = self.resolve_language(default_language)
 
     # -- languages ----------------------------------------------------------------------------
@@ -182,6 +178,41 @@ def _escape(value: Any) -> Any:
 def trusted_html(fragment: str) -> str:
     """Mark a fragment (for example another content text) as HTML that must not be escaped."""
     return _Escaped(fragment)
+
+
+Tables = dict[str, dict[str, Any]]
+Modules = dict[str, dict[str, Module]]
+
+#: Parsed content folders, most recently used last, keyed by folder and by a digest of every
+#: file's name and bytes: a second Content of an unchanged folder in the same process (a
+#: restart of the bot inside one process, as the tests do hundreds of times) reuses the parse
+#: (parsing is what costs, ~50 ms; reading the files for the digest ~1 ms); an edited, added
+#: or removed file is parsed afresh. The parsed values are shared between those Content
+#: objects, as they already are between every handler of one bot: nothing writes them.
+_PARSED: dict[tuple[Path, bytes], tuple[Tables, Modules]] = {}
+_PARSED_KEPT = 4
+
+
+def _parsed(root: Path) -> tuple[Tables, Modules]:
+    digest = hashlib.blake2b(digest_size=32)
+    for path in sorted(path for path in root.rglob("*") if path.is_file()):
+        name = str(path.relative_to(root)).encode("utf-8", "surrogateescape")
+        data = path.read_bytes()
+        digest.update(b"%d:%s%d:" % (len(name), name, len(data)))
+        digest.update(data)
+    key = (root.resolve(), digest.digest())
+    found = _PARSED.pop(key, None)
+    if found is None:
+        tables: Tables = {}
+        for lang_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            tables[lang_dir.name] = _load_language(lang_dir)
+        if REFERENCE_LANGUAGE not in tables:
+            raise ContentError(f"{root} has no {REFERENCE_LANGUAGE}/ folder (the reference language)")
+        found = tables, {lang: _load_modules(root / lang / LEARN_DIR, lang) for lang in tables}
+    _PARSED[key] = found  # the most recently used last
+    while len(_PARSED) > _PARSED_KEPT:
+        del _PARSED[next(iter(_PARSED))]
+    return found
 
 
 def _load_language(lang_dir: Path) -> dict[str, Any]:

@@ -101,3 +101,28 @@ def test_a_broken_content_file_is_reported(tmp_path):
     (tmp_path / "en" / "a.yaml").write_text("greet: [unclosed\n")
     with pytest.raises(ContentError, match="not valid YAML"):
         Content(tmp_path)
+
+
+def test_a_second_content_of_the_same_folder_reuses_the_parse_and_an_edit_is_read_afresh(tmp_path):
+    """Content() keeps parsed folders per process (a bot restarted in one process, the tests),
+    keyed by a digest of every file: an edited, added or removed file is read again."""
+    (tmp_path / "en").mkdir()
+    texts = tmp_path / "en" / "a.yaml"
+    texts.write_text("greet: Hello\n")
+    first, second = Content(tmp_path), Content(tmp_path)
+    assert first.text("greet") == second.text("greet") == "Hello"
+    assert first._tables is second._tables  # one parse, shared (nothing writes it)
+
+    texts.write_text("greet: Hallo\n")  # the same size, possibly the same change time
+    assert Content(tmp_path).text("greet") == "Hallo"
+    assert first.text("greet") == "Hello"  # an object already made keeps what it read
+
+    (tmp_path / "en" / "b.yaml").write_text("farewell: Bye\n")
+    assert Content(tmp_path).text("farewell") == "Bye"
+    (tmp_path / "en" / "b.yaml").unlink()
+    with pytest.raises(ContentError):
+        Content(tmp_path).text("farewell")
+
+    texts.write_text("greet: [unclosed\n")  # a broken edit is reported, not hidden by the cache
+    with pytest.raises(ContentError, match="not valid YAML"):
+        Content(tmp_path)
