@@ -20,6 +20,7 @@ seconds and on shutdown), so :meth:`flush` has nothing left to do.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +31,9 @@ from bot.db.repositories import ConversationKey, ConversationStateRepository
 _NOTHING = PersistenceInput(bot_data=False, chat_data=False, user_data=False, callback_data=False)
 
 Data = dict[Any, Any]
+#: How long one read of all conversation states may serve the names of a loading round.
+_SNAPSHOT_SECONDS = 5.0
+
 # python-telegram-bot's (private) CDCData alias: the callback-data cache contents.
 CallbackData = tuple[list[tuple[str, float, dict[str, Any]]], dict[str, str]]
 
@@ -43,7 +47,7 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
     changed conversations only).
     """
 
-    __slots__ = ("_session_factory", "_write_lock")
+    __slots__ = ("_served", "_session_factory", "_snapshot", "_snapshot_at", "_write_lock")
 
     def __init__(
         self,
@@ -58,16 +62,35 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         # bounds the connections used on PostgreSQL; each write is one short
         # transaction.
         self._write_lock = asyncio.Lock()
+        # One read of every conversation's states, served name by name (get_conversations).
+        self._snapshot: dict[str, dict[ConversationKey, object]] | None = None
+        self._snapshot_at = 0.0
+        self._served: set[str] = set()
 
     # -- conversations: the only thing stored ------------------------------------
 
     async def get_conversations(self, name: str) -> dict[ConversationKey, object]:
-        async with self._session_factory() as session:
-            return await ConversationStateRepository(session).load(name)
+        """The states of conversation ``name``.
+
+        The Application asks once per persistent ConversationHandler, one after another, when
+        it initialises (and bot.delivery.leadership asks again when a standby takes over): a
+        few dozen names. The first ask of such a round reads every name's states in one query
+        and the others are served from that read, instead of a query each (a large part of
+        starting the bot). A name asked for again starts a new round, as does anything
+        written here or a read older than ``_SNAPSHOT_SECONDS``: a round never returns states
+        older than its first read."""
+        now = time.monotonic()
+        if self._snapshot is None or name in self._served or now - self._snapshot_at > _SNAPSHOT_SECONDS:
+            async with self._session_factory() as session:
+                self._snapshot = await ConversationStateRepository(session).load_all()
+            self._snapshot_at, self._served = now, set()
+        self._served.add(name)
+        return self._snapshot.pop(name, {})
 
     async def update_conversation(
         self, name: str, key: ConversationKey, new_state: object | None
     ) -> None:
+        self._snapshot = None
         async with self._write_lock, self._session_factory() as session, session.begin():
             await ConversationStateRepository(session).save(name, key, new_state)
 

@@ -138,3 +138,39 @@ async def test_user_chat_bot_and_callback_data_are_never_stored(session_factory:
     assert await fresh.get_bot_data() == {}
     assert await fresh.get_callback_data() is None
     assert await count_rows(session_factory) == 0
+
+
+async def test_a_loading_round_reads_once_and_a_second_round_sees_other_instances_writes(
+    session_factory: Sessions,
+) -> None:
+    """The Application asks for each conversation name once when it starts: one read serves
+    them all. Asking for a name again (a standby taking over reloads) reads afresh, so what
+    another instance wrote meanwhile is seen; so does a read after this instance's own write."""
+    other = SqlPersistence(session_factory)  # another instance on the same database
+    await other.update_conversation("checkin", (1, 1), 1)
+    await other.update_conversation("soothing", (1, 1), 2)
+
+    statements: list[str] = []
+    reader = SqlPersistence(session_factory)
+    engine = session_factory.kw["bind"]
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await reader.get_conversations("checkin") == {(1, 1): 1}
+        assert await reader.get_conversations("soothing") == {(1, 1): 2}
+        assert await reader.get_conversations("unused") == {}
+        reads = [s for s in statements if "conversation_states" in s]
+        assert len(reads) == 1, reads
+
+        await other.update_conversation("soothing", (1, 1), 3)
+        await other.update_conversation("checkin", (2, 2), 4)
+        assert await reader.get_conversations("checkin") == {(1, 1): 1, (2, 2): 4}  # a new round
+        assert await reader.get_conversations("soothing") == {(1, 1): 3}
+
+        await reader.update_conversation("unused", (5, 5), 5)
+        assert await reader.get_conversations("unused") == {(5, 5): 5}
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)

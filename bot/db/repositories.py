@@ -421,6 +421,16 @@ class ConversationStateRepository:
         )
         return {decode_conversation_key(key): state for key, state in rows}
 
+    async def load_all(self) -> dict[str, dict[ConversationKey, object]]:
+        """Every conversation's states, by conversation name (one query)."""
+        rows = await self.session.execute(
+            select(ConversationState.name, ConversationState.key, ConversationState.state)
+        )
+        loaded: dict[str, dict[ConversationKey, object]] = {}
+        for name, key, state in rows:
+            loaded.setdefault(name, {})[decode_conversation_key(key)] = state
+        return loaded
+
     async def get(self, name: str, key: ConversationKey) -> object | None:
         """The state of one conversation, or None."""
         return await self.session.scalar(
