@@ -27,15 +27,18 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from telegram.error import InvalidToken, NetworkError
-
-from bot.config import Settings, load_settings
 from bot.content import ContentError
-from bot.db.errors import DataLayerError
 from bot.errors import OperatorError
 from bot.logs import configure_logging
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+# python-telegram-bot, SQLAlchemy and pydantic are imported by the commands that use them, not
+# here: `content check`, `safety check`, `keygen`, `decrypt` and `reader` start in a fraction of
+# the time (a therapist runs the last three on their own computer; CI runs the first often).
 
 EXIT_CONFIG = 2
 
@@ -229,7 +232,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(show())
 
 
-def cmd_content_check(args: argparse.Namespace, settings: Settings) -> None:
+def cmd_content_check(args: argparse.Namespace, settings: Settings | None) -> None:
     """Exit 0 with a summary when content/ is clean, else 1 after one line per problem."""
     from bot.content_check import check_content
 
@@ -243,7 +246,7 @@ def cmd_content_check(args: argparse.Namespace, settings: Settings) -> None:
         raise SystemExit(1)
 
 
-def cmd_safety_check(args: argparse.Namespace, settings: Settings) -> None:
+def cmd_safety_check(args: argparse.Namespace, settings: Settings | None) -> None:
     """The safety detector's route for one text, or (--jsonl) for each line of standard input.
 
     Needs nothing but content/: no token, database or keyring. Exit 0 whatever the route.
@@ -462,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="schema, every language complete, Telegram HTML and limits, links, memory-imagery lint"
     )
     check.add_argument("--root", default=str(CONTENT_DIR), help="the content folder (default: content/)")
-    check.set_defaults(func=cmd_content_check)
+    check.set_defaults(func=cmd_content_check, needs_settings=False)
 
     safety = sub.add_parser("safety", help="try the safety detector (content/safety_rules.*.yaml)")
     safety_sub = safety.add_subparsers(dest="safety_command", metavar="ACTION", required=True)
@@ -478,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     safety_check.add_argument("--language", choices=["en", "nl"],
                               help="a hint: the language tried first, and reported when no rule matches")
     safety_check.add_argument("--root", default=str(CONTENT_DIR), help="the content folder (default: content/)")
-    safety_check.set_defaults(func=cmd_safety_check,
+    safety_check.set_defaults(func=cmd_safety_check, needs_settings=False,
                               validate=lambda args: _validate_safety_check(safety_check, args))
     keygen = sub.add_parser(
         "keygen", help="make an age key pair for a therapist (age-keygen's format; no bot or database needed)"
@@ -513,29 +516,49 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "validate", None) is not None:
         args.validate(args)
     try:
-        # keygen, decrypt and reader run on a therapist's own computer: no configuration at all.
-        settings = load_settings() if getattr(args, "needs_settings", True) else None
+        # keygen, decrypt, reader and the content and safety checks need no configuration at all.
+        settings = _load_settings() if getattr(args, "needs_settings", True) else None
         args.func(args, settings)
-    except (OperatorError, DataLayerError, ContentError) as exc:
-        print(f"imrs-bot: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except InvalidToken:
-        print(
-            "imrs-bot: the Bot API server rejected TELEGRAM_BOT_TOKEN: check it with @BotFather "
-            "(and TELEGRAM_API_BASE_URL if you use your own Bot API server).",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    except NetworkError as exc:
-        print(
-            f"imrs-bot: cannot reach the Bot API server ({type(exc).__name__}): check the network "
-            "and TELEGRAM_API_BASE_URL.",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = _operator_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return EXIT_CONFIG
     return 0
+
+
+def _load_settings() -> Settings:
+    from bot.config import load_settings
+
+    return load_settings()
+
+
+def _operator_message(exc: Exception) -> str | None:
+    """One line for an error the operator can act on (exit status 2), or None for a bug.
+
+    The data layer's and python-telegram-bot's errors are looked up among the modules already
+    imported: an exception of theirs means they are (and a command that never needed them
+    does not pay for importing them)."""
+    data_layer = sys.modules.get("bot.db.errors")
+    if isinstance(exc, OperatorError | ContentError) or (
+        data_layer is not None and isinstance(exc, data_layer.DataLayerError)
+    ):
+        return f"imrs-bot: {exc}"
+    telegram_errors = sys.modules.get("telegram.error")
+    if telegram_errors is not None and isinstance(exc, telegram_errors.InvalidToken):
+        return (
+            "imrs-bot: the Bot API server rejected TELEGRAM_BOT_TOKEN: check it with @BotFather "
+            "(and TELEGRAM_API_BASE_URL if you use your own Bot API server)."
+        )
+    if telegram_errors is not None and isinstance(exc, telegram_errors.NetworkError):
+        return (
+            f"imrs-bot: cannot reach the Bot API server ({type(exc).__name__}): check the network "
+            "and TELEGRAM_API_BASE_URL."
+        )
+    return None
 
 
 if __name__ == "__main__":
