@@ -164,6 +164,22 @@ class BotProcess:
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             )
 
+    async def running(self, timeout: float = 180) -> None:
+        """Wait until the process says it serves updates ("Bot @... is running"): starting a
+        Python process and the bot takes seconds on a quiet machine and far longer beside other
+        CPU-heavy jobs, so a test waits for that line, not for a time. Fails at once with the
+        process's output if it exits instead; ``timeout`` only ends a hung start."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while " is running (" not in self.log.read_text(errors="replace"):
+            if self.proc.returncode is not None:
+                raise AssertionError(f"imrs-bot run exited ({self.proc.returncode}):\n{self.log.read_text()}")
+            if loop.time() > deadline:
+                raise AssertionError(f"imrs-bot run did not start within {timeout} s:\n{self.log.read_text()}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 0.05)  # the log grows, or the process ends
+
     async def terminate(self, sig: int = signal.SIGTERM) -> str:
         """Signal the process, wait for it, and return everything it printed."""
         assert self.proc is not None
@@ -190,6 +206,7 @@ async def test_the_real_process_answers_start_and_survives_kill_9(
     await prepare_database(database_url)
     process = BotProcess(tmp_path, bot_env(emulator, database_url))
     await process.start()
+    await process.running()
     client = emulator.user(first_name="Kim")
     await client.send("/start")
     welcome = await client.next_message(timeout=30)
@@ -209,6 +226,7 @@ async def test_the_real_process_answers_start_and_survives_kill_9(
 
     restarted = BotProcess(tmp_path, process.env)
     await restarted.start()
+    await restarted.running()
     try:
         await client.press("Next ›", page)
         page = await client.wait_for_edit(page, timeout=30)
@@ -233,6 +251,7 @@ async def test_webhook_mode_takes_updates_and_answers_health_checks(
         "--webhook",
     )
     await process.start()
+    await process.running()
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(200):
