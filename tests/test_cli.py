@@ -290,7 +290,12 @@ async def test_make_run_without_a_token_opens_the_sandbox(tmp_path):
         IMRS_BOT, "start", cwd=tmp_path, env=clean_env(),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(script.encode()), 60)
+    try:  # a hang guard only: the script's ":wait" lines wait for the bot, however busy the machine
+        out, err = await asyncio.wait_for(proc.communicate(script.encode()), 240)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     out_text, err_text = out.decode(), err.decode()
     assert proc.returncode == 0, err_text
     assert "opening the sandbox" in err_text

@@ -390,6 +390,8 @@ async def test_injected_delay_slows_the_answer(emu: BotApiEmulator, tg_bot: tele
 async def test_overall_flood_limit(emu: BotApiEmulator, tg_bot: telegram.Bot) -> None:
     alice = await started_user(emu, tg_bot)
     bob = await started_user(emu, tg_bot)
+    now = [0.0]  # the limits' clock, moved by the test: a slow machine refills nothing
+    emu.flood_clock = lambda: now[0]
     emu.flood = FloodLimits(overall_per_second=2, overall_burst=3)
     for chat in (alice, bob, alice):
         await tg_bot.send_message(chat.id, "ok")
@@ -397,20 +399,22 @@ async def test_overall_flood_limit(emu: BotApiEmulator, tg_bot: telegram.Bot) ->
         await tg_bot.send_message(bob.id, "too much")
     assert emu.failures[-1].description == "Too Many Requests: retry after 1"
     await tg_bot.get_me()  # not a message: not limited
-    await asyncio.sleep(0.55)
+    now[0] += 0.55
     await tg_bot.send_message(bob.id, "refilled")
 
 
 async def test_per_chat_flood_limit(emu: BotApiEmulator, tg_bot: telegram.Bot) -> None:
     alice = await started_user(emu, tg_bot)
     bob = await started_user(emu, tg_bot)
+    now = [0.0]  # the limits' clock, moved by the test: a slow machine refills nothing
+    emu.flood_clock = lambda: now[0]
     emu.flood = FloodLimits(overall_per_second=None, per_chat_per_second=10, per_chat_burst=2)
     await tg_bot.send_message(alice.id, "1")
     await tg_bot.send_message(alice.id, "2")
     with pytest.raises(RetryAfter):
         await tg_bot.send_message(alice.id, "3")
     await tg_bot.send_message(bob.id, "other chats are fine")
-    await asyncio.sleep(0.15)
+    now[0] += 0.15
     await tg_bot.send_message(alice.id, "3 again")
     assert [m.text for m in alice.messages] == ["1", "2", "3 again"]
 

@@ -8,6 +8,8 @@ import logging
 import re
 import secrets
 import string
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -79,7 +81,10 @@ class BotApiEmulator:
         self.port = port
         self.state = EmulatorState(bot_id=bot_id, username=username, first_name=first_name)
         self.faults: list[Fault] = []
-        self._flood = FloodControl(flood or FloodLimits())
+        #: The flood limits' clock (time.monotonic); a test may set its own before setting
+        #: ``flood``, so that a busy machine's slowness does not refill the buckets.
+        self.flood_clock: Callable[[], float] = time.monotonic
+        self._flood = FloodControl(flood or FloodLimits(), clock=lambda: self.flood_clock())
         self._users: dict[int, SimUser] = {}
         self._groups: dict[int, SimGroup] = {}
         self._runner: web.AppRunner | None = None
@@ -267,7 +272,7 @@ class BotApiEmulator:
 
     @flood.setter
     def flood(self, limits: FloodLimits) -> None:
-        self._flood = FloodControl(limits)
+        self._flood = FloodControl(limits, clock=lambda: self.flood_clock())
 
     def inject(self, method: str | None, *, status: int | None = None, count: int | None = 1,
                retry_after: int | None = None, description: str | None = None, chat_id: int | None = None,
