@@ -210,6 +210,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_invites_therapist_id",
         "ix_broadcasts_created_by_id",
         "ix_broadcasts_state_scheduled_for",
+        "ix_outbox_broadcast_id",  # 0015
         "ix_outbox_state_due_at",
         "ix_reminder_schedules_next_due_at",
         "uq_therapist_questions_open",
