@@ -4,11 +4,15 @@ through the running bot and the emulator; forged and stale buttons; /mydata show
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from bot.content import Content
+from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import AuditEvent, Person, Role
+from bot.db.types import utcnow
+from bot.delivery.outbox import PlainMessage
 from bot.sandbox.emulator import BotApiEmulator
 from tests.fixtures_bot import RunningBot
 from tests.join_support import add_person, labels, open_chat, person_by_telegram_id, says, services
@@ -26,8 +30,15 @@ async def audited(bot: RunningBot, action: str) -> list[AuditEvent]:
 
 
 async def test_a_client_turns_practice_announcements_off_and_on_again(bot: RunningBot, emulator: BotApiEmulator):
-    await add_person(bot, CLIENT_TG, Role.CLIENT)
+    me = await add_person(bot, CLIENT_TG, Role.CLIENT)
+    # A staff broadcast's message to them, queued and not sent yet (due in an hour).
+    async with services(bot).sessions.begin() as session:
+        await services(bot).outbox.insert_plain(session, [PlainMessage(
+            me.person_id, OutboxKind.BROADCAST, f"broadcast:77:{me.person_id}", utcnow() + timedelta(hours=1),
+            "broadcast.message", {"broadcast": 77}, broadcast_id=77)])
     client = await open_chat(emulator.user(CLIENT_TG))
+    await client.send("/help")
+    assert "/settings — your settings; turn practice announcements" in (await client.next_message()).content
     await client.send("/settings")
     shown = await client.next_message()
     assert says(shown, "settings.title")
@@ -39,6 +50,9 @@ async def test_a_client_turns_practice_announcements_off_and_on_again(bot: Runni
     assert says(await client.next_message(), "settings.turned_off")
     assert labels(shown) == []  # the choice cannot be made twice
     assert (await person_by_telegram_id(bot, CLIENT_TG)).announcements is False
+    async with services(bot).sessions() as session:  # the queued one will not go out: settled, counted
+        row = await session.scalar(select(OutboxMessage).where(OutboxMessage.broadcast_id == 77))
+    assert (row.state, row.last_error) == (OutboxState.FAILED, "opted_out")
 
     await client.send("/mydata")  # the export shows the setting
     export = json.loads((await client.next_message()).document.data.decode("utf-8"))
@@ -51,7 +65,8 @@ async def test_a_client_turns_practice_announcements_off_and_on_again(bot: Runni
     assert says(await client.next_message(), "settings.turned_on")
     assert (await person_by_telegram_id(bot, CLIENT_TG)).announcements is True
     events = await audited(bot, "settings.announcements")
-    assert [e.detail["on"] for e in sorted(events, key=lambda e: e.id)] == [False, True]
+    assert [(e.detail["on"], e.detail["skipped"]) for e in sorted(events, key=lambda e: e.occurred_at)] == [
+        (False, 1), (True, 0)]
     person_id = (await person_by_telegram_id(bot, CLIENT_TG)).id
     assert all(e.subject_person_id == person_id for e in events)
 
