@@ -585,7 +585,10 @@ async def test_staff_pick_a_template_and_each_language_gets_its_text_through_the
     assert says(ask, "broadcast.ask_text")
     week = t("broadcast.templates.week.label")
     assert week in labels(ask)
-    await staff.press(week, ask)
+    await staff.press_data("bct:no_such_text", ask)  # an invented name: said, and asked again
+    again = await staff.next_message()
+    assert says(again, "broadcast.errors.unknown_template") and week in labels(again)
+    await staff.press(week, again)
     await staff.press(t("broadcast.audiences.all"), await staff.next_message())
     await staff.press(t("broadcast.all_languages"), await staff.next_message())
     en_preview, nl_preview = await staff.next_message(), await staff.next_message()
