@@ -719,6 +719,8 @@ TEXT_AUDIENCE: dict[str, tuple[str, ...]] = {
     "appointments": ("therapist", "staff", "admin", "client"),
     "broadcast": ("staff", "admin"),
     "broadcast.message": ("client",),
+    "broadcast.templates": ("client",),
+    "settings": ("client", "therapist", "staff", "admin"),
     "appointments.client_title": ("client",),
     "appointments.client_row": ("client",),
     "appointments.client_empty": ("client",),
@@ -998,7 +1000,55 @@ def broadcast_word_problems(root: Path = CONTENT_DIR) -> list[Problem]:
     return checker.report.problems
 
 
+TEMPLATE_LABEL_MAX = 48  # a button
+
+
+def broadcast_template_problems(root: Path = CONTENT_DIR) -> list[Problem]:
+    """The /broadcast templates (``broadcast.templates.<name>``): the same names in every
+    language, each with a short ``label`` and a ``text``, and no word of broadcast_words.yaml
+    (of any language) in either: a template is sent as it is, read over clients' shoulders."""
+    from bot.services.broadcasts import clinical_words, load_words  # the preview's own matching
+
+    checker, loader = _Checker(root), _loader(root)
+    words_path = root / BROADCAST_WORDS_FILE
+    try:
+        words = load_words(words_path) if words_path.is_file() else {}
+    except (yaml.YAMLError, AttributeError, TypeError):
+        words = {}  # reported by broadcast_word_problems
+    names_in: dict[str, list[str]] = {}
+    for lang in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = loader.load_language(lang)
+        table = files.get("broadcast")
+        where = table.path if table else root / lang
+        data = table.data.get("broadcast", {}) if table else {}
+        templates = data.get("templates") if isinstance(data, dict) else None
+        if not isinstance(templates, dict) or not templates:
+            checker.problem(where, None, "broadcast.templates: the ready-made texts of /broadcast are missing")
+            continue
+        names_in[lang] = list(templates)
+        for name, template in templates.items():
+            line = table.line(("broadcast", "templates", name)) if table else None
+            if not isinstance(template, dict) or not all(
+                isinstance(template.get(k), str) and template.get(k).strip() for k in ("label", "text")
+            ):
+                checker.problem(where, line, f"broadcast.templates.{name}: needs a label and a text")
+                continue
+            if len(template["label"]) > TEMPLATE_LABEL_MAX:
+                checker.problem(where, line, f"broadcast.templates.{name}.label: at most {TEMPLATE_LABEL_MAX} characters (a button)")
+            for part in ("label", "text"):
+                found = clinical_words(template[part], words)
+                if found:
+                    checker.problem(where, line, f"broadcast.templates.{name}.{part}: words that could reveal a "
+                                                 f"diagnosis or treatment ({', '.join(found)}; {BROADCAST_WORDS_FILE})")
+    reference = names_in.get(REFERENCE_LANGUAGE)
+    for lang, names in names_in.items():
+        if reference is not None and sorted(names) != sorted(reference):
+            checker.problem(root / lang, None, f"broadcast.templates: {lang} has {sorted(names)}, "
+                                               f"{REFERENCE_LANGUAGE} has {sorted(reference)}: the same in every language")
+    return checker.report.problems
+
+
 EXTRA_CHECKS = (
     command_problems, reminder_word_problems, crisis_coverage_problems, feature_problems, readiness_problems,
-    broadcast_word_problems,
+    broadcast_word_problems, broadcast_template_problems,
 )

@@ -54,6 +54,7 @@ from handlers import (
     safety,
     safety_plan,
     setkey,
+    settings,
     start,
     summaries,
     therapists,
@@ -73,6 +74,8 @@ def conversations(content: Content) -> list[BaseHandler]:
         clients.build(fallbacks, free_text),  # /clients and its buttons (therapists)
         join_client.build(fallbacks, free_text),  # a client joining: the steps after /start <link>
         preferences.build_timezone(fallbacks, free_text),  # /timezone (everyone enrolled)
+        # /settings (everyone enrolled): language and zone; clients turn practice announcements off or on
+        settings.build(fallbacks, free_text),
         reminders.build(fallbacks, free_text),  # /reminders (clients)
         exercises.build(fallbacks, free_text, content),  # /practice: calming exercises (clients)
         safety.build(fallbacks, free_text),  # a note for the therapist, inside a safety pause

@@ -1,19 +1,23 @@
 """/broadcast and /broadcasts: staff (and admins) send one message to many clients.
 
-    /broadcast ──► TEXT (typed) ──► AUDIENCE [all clients | one therapist's | preparation or
-                   ImRS session soon] ──[one therapist's]──► THERAPIST [a therapist]
+    /broadcast ──► TEXT (typed, or [a ready-made text]) ──► AUDIENCE [all clients | one
+                   therapist's | preparation or ImRS session soon]
+                                      ──[one therapist's]──► THERAPIST [a therapist]
                                       ──[session soon]──► DAYS (typed 1-60)
                ──► LANGUAGE [all | English | Dutch] ──► preview per language, count, clinical-word
                    warning ──► DECIDE [Send now | Send later | Discard]
                ──[Send later]──► TIME (typed, the sender's zone) ──► CONFIRM [Yes | No]
                ──[Send now]────────────────────────────────────────► CONFIRM [Yes | No]
                ──[Yes]──► a progress message, edited while it is sent (``report_progress``)
-    /broadcasts ──► scheduled, running and past ones, [Cancel: <when>] under the open ones
+    /broadcasts ──► scheduled, running and past ones, 10 a page, [Cancel: <when>] under the open
+                    ones, [‹ Newer] [Older ›] (the same message, edited)
 
 Bad input (an empty or too long text, formatting Telegram cannot read, an audience nobody in
 it can receive, a number of days or a time that cannot be used) is explained and asked again
 in the same step. The text is kept encrypted in the database as a draft from the moment it is
-typed (bot.services.broadcasts); the conversation's draft holds only its id and the choices.
+typed (bot.services.broadcasts); the conversation's draft holds only its id and the choices. A
+ready-made text (``broadcast.templates`` in content/) is kept by name: the preview shows it in
+each language as its recipients will read it.
 The progress message's figures come from the database, so a restart (or another instance)
 brings it up to date where it stopped.
 """
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from telegram import Update
+from telegram import InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import (
     Application,
@@ -58,6 +62,9 @@ CONFIRM_STATE = "broadcast_confirm"
 
 THERAPIST = "bc.th"  # signed: the therapist whose clients receive it
 CANCEL = "bc.cancel"  # signed: cancel a scheduled or running broadcast (/broadcasts)
+PAGE = "bc.page"  # signed: another page of /broadcasts (the page number)
+
+TEMPLATE_BUTTON = re.compile(r"^bct:([a-z_]{1,32})$")  # a ready-made text, by name (checked on use)
 
 AUDIENCE_BUTTON = re.compile(r"^bca:(all|therapist|appointments)$")
 LANGUAGE_BUTTON = re.compile(r"^bcl:(all|[a-z]{2})$")
@@ -124,12 +131,36 @@ async def _with_record(update: Update, context: BotContext) -> None:
         await context.services.people.register_admin(identity)
 
 
+async def _ask_text(update: Update, context: BotContext, key: str = "broadcast.ask_text") -> None:
+    """``key`` with a button for each ready-made text."""
+    identity = await context.identity(update)
+    rows = [[(label, f"bct:{name}")] for name, label in context.services.broadcasts.templates(identity.language)]
+    await say(update, context, key, reply_markup=keyboard(*rows) if rows else None)
+
+
 @requires(Role.STAFF)
 async def start(update: Update, context: BotContext) -> str:
     await _drop(update, context)
     await _with_record(update, context)
-    await say(update, context, "broadcast.ask_text")
+    await _ask_text(update, context)
     return TEXT_STATE
+
+
+@requires(Role.STAFF)
+async def template_chosen(update: Update, context: BotContext) -> str | int:
+    await settle(update)
+    identity = await context.identity(update)
+    name = TEMPLATE_BUTTON.match(update.callback_query.data).group(1)
+    try:
+        broadcast_id = await context.services.broadcasts.draft(identity, "", template=name)
+    except NotAllowed as exc:
+        return await _refused(update, context, "broadcast:template", exc)
+    except BroadcastError as exc:
+        await _ask_text(update, context, f"broadcast.errors.{exc.reason}")
+        return TEXT_STATE
+    await _keep(update, context, BroadcastDraft(broadcast_id=broadcast_id))
+    await _ask_audience(update, context)
+    return AUDIENCE_STATE
 
 
 @requires(Role.STAFF)
@@ -256,7 +287,7 @@ async def _preview(update: Update, context: BotContext, draft: BroadcastDraft) -
     services = context.services
     identity = await context.identity(update)
     try:
-        body = await services.broadcasts.draft_text(identity, draft.broadcast_id)
+        body, template = await services.broadcasts.draft_text(identity, draft.broadcast_id)
         reach = await _reach(update, context, draft)
     except NotAllowed as exc:
         return await _refused(update, context, "broadcast:preview", exc)
@@ -265,10 +296,13 @@ async def _preview(update: Update, context: BotContext, draft: BroadcastDraft) -
     if reach is None:
         return AUDIENCE_STATE
     chat = update.effective_chat.id
+    words: list[str] = []
     for language in sorted(reach.by_language):
         title = await text(update, context, "broadcast.preview_title",
                            language=await text(update, context, f"broadcast.languages.{language}"))
-        await context.bot.send_message(chat, f"{title}\n\n{services.broadcasts.message(body, language)}")
+        shown = services.broadcasts.message(body, language, template)
+        words += [word for word in services.broadcasts.warnings(shown) if word not in words]
+        await context.bot.send_message(chat, f"{title}\n\n{shown}")
     items = [
         await text(update, context, "broadcast.by_language_item",
                    language=await text(update, context, f"broadcast.languages.{language}"), count=count)
@@ -277,7 +311,8 @@ async def _preview(update: Update, context: BotContext, draft: BroadcastDraft) -
     parts = [await text(update, context, "broadcast.summary", count=reach.total, by_language=", ".join(items))]
     if reach.unreachable:
         parts.append(await text(update, context, "broadcast.unreachable", count=reach.unreachable))
-    words = services.broadcasts.warnings(body)
+    if reach.opted_out:
+        parts.append(await text(update, context, "broadcast.opted_out", count=reach.opted_out))
     if words:
         parts.append(await text(update, context, "broadcast.clinical_warning", words=", ".join(words)))
     markup = keyboard(
@@ -406,7 +441,7 @@ def progress_text(content, language: str, figures: Progress) -> str:
         "broadcast.progress", language,
         state=content.text(f"broadcast.states.{figures.state.value}", language),
         sent=figures.sent, blocked=figures.blocked, no_consent=figures.no_consent, failed=figures.failed,
-        remaining=figures.remaining, eta=eta, cancelled=cancelled,
+        opted_out=figures.opted_out, remaining=figures.remaining, eta=eta, cancelled=cancelled,
     ).rstrip()
 
 
@@ -455,23 +490,59 @@ async def _row(update: Update, context: BotContext, view: BroadcastView, zone: s
     )
 
 
-@requires(Role.STAFF)
-async def show(update: Update, context: BotContext) -> None:
-    await _with_record(update, context)
+async def _listing(update: Update, context: BotContext, number: int) -> tuple[str, InlineKeyboardMarkup | None] | None:
+    """Page ``number`` of /broadcasts: its text and buttons (None: there are none at all)."""
     identity = await context.identity(update)
-    views = await context.services.broadcasts.list(identity)
-    if not views:
-        await say(update, context, "broadcast.list_empty")
-        return
+    page = await context.services.broadcasts.page(identity, number)
+    if not page.views:
+        return None
     lines = [await text(update, context, "broadcast.list_title")]
     pack = packer(update, context)
     rows = []
-    for view in views:
+    for view in page.views:
         lines.append(await _row(update, context, view, identity.timezone))
         if view.state in (BroadcastState.SCHEDULED, BroadcastState.SENDING):
             label = await text(update, context, "broadcast.cancel_button", when=_local(view.scheduled_for, identity.timezone))
             rows.append([(label, pack(CANCEL, view.id))])
-    await context.bot.send_message(update.effective_chat.id, "\n".join(lines), reply_markup=keyboard(*rows) if rows else None)
+    if page.count > 1:
+        lines.append(await text(update, context, "broadcast.list_page", number=page.number + 1, count=page.count))
+        turn = []
+        if page.number > 0:
+            turn.append((await text(update, context, "broadcast.newer_button"), pack(PAGE, page.number - 1)))
+        if page.number < page.count - 1:
+            turn.append((await text(update, context, "broadcast.older_button"), pack(PAGE, page.number + 1)))
+        rows.append(turn)
+    return "\n".join(lines), keyboard(*rows) if rows else None
+
+
+@requires(Role.STAFF)
+async def show(update: Update, context: BotContext) -> None:
+    await _with_record(update, context)
+    listing = await _listing(update, context, 0)
+    if listing is None:
+        await say(update, context, "broadcast.list_empty")
+        return
+    body, markup = listing
+    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+
+
+@requires(Role.STAFF)
+async def turn_page(update: Update, context: BotContext) -> None:
+    """[‹ Newer] / [Older ›]: the same message shows another page."""
+    ids = await signed_ids(update, context, PAGE)
+    if not ids:
+        return
+    await update.callback_query.answer()
+    listing = await _listing(update, context, ids[0])
+    if listing is None:
+        await update.callback_query.edit_message_reply_markup(reply_markup=None)
+        await say(update, context, "broadcast.list_empty")
+        return
+    body, markup = listing
+    try:
+        await update.callback_query.edit_message_text(body, reply_markup=markup)
+    except BadRequest:  # "message is not modified": pressed twice
+        pass
 
 
 @requires(Role.STAFF)
@@ -500,7 +571,8 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
         FLOW,
         entry_points=[CommandHandler("broadcast", start)],
         states={
-            TEXT_STATE: [MessageHandler(free_text, text_typed)],
+            TEXT_STATE: [MessageHandler(free_text, text_typed),
+                         CallbackQueryHandler(template_chosen, pattern=TEMPLATE_BUTTON)],
             AUDIENCE_STATE: [CallbackQueryHandler(audience_chosen, pattern=AUDIENCE_BUTTON),
                              MessageHandler(free_text, use_the_buttons)],
             THERAPIST_STATE: [CallbackQueryHandler(therapist_chosen, pattern=CallbackCodec.pattern(THERAPIST)),
@@ -520,8 +592,9 @@ def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> Conver
 
 
 def build_list() -> list[BaseHandler]:
-    """/broadcasts and its Cancel buttons: at any time."""
+    """/broadcasts, its Cancel and page buttons: at any time."""
     return [
         CommandHandler("broadcasts", show),
         CallbackQueryHandler(cancel, pattern=CallbackCodec.pattern(CANCEL)),
+        CallbackQueryHandler(turn_page, pattern=CallbackCodec.pattern(PAGE)),
     ]

@@ -78,7 +78,7 @@ async def test_restricted_commands_are_refused_to_every_other_role(
     bot: RunningBot, emulator: BotApiEmulator, db_sessions
 ):
     commands = restricted_commands(bot.application)
-    assert {"invite", "clients", "therapists", "staff", "mydata", "delete", "consent", "safetyplan", "setkey", "summaries", "appointments", "broadcast", "broadcasts"} <= set(commands)
+    assert {"invite", "clients", "therapists", "staff", "mydata", "delete", "consent", "safetyplan", "setkey", "summaries", "appointments", "broadcast", "broadcasts", "settings"} <= set(commands)
     people = {}
     for n, role in enumerate(ROLES):
         telegram_id = ADMIN_ID if role is Role.ADMIN else 5000 + n

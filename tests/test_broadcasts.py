@@ -28,7 +28,7 @@ from bot.services.people import Identity
 from tests.fixtures_bot import RunningBot
 from tests.fixtures_delivery import *  # noqa: F403
 from tests.fixtures_delivery import FAST, FakeClock, add_people, crypto_of, grant_consent
-from tests.join_support import add_person, labels, open_chat, says, services
+from tests.join_support import add_person, labels, open_chat, plain, says, services
 
 STAFF_TG = 8601
 
@@ -477,3 +477,186 @@ async def test_a_restart_mid_way_continues_the_broadcast_and_its_progress_messag
     assert progress.content.startswith("Message to clients (done)"), progress.content
     assert "Sent: 80 · blocked: 0" in progress.content and "Remaining: 0" in progress.content
     assert all(len(user.messages) == 1 for _, user in clients)
+
+
+# -- opting out of practice announcements (/settings), templates, paging ---------------------------
+
+
+async def opt_out(sessions, person_ids) -> None:
+    async with sessions.begin() as session:
+        await session.execute(update(Person).where(Person.id.in_(list(person_ids))).values(announcements=False))
+
+
+async def test_opted_out_clients_are_skipped_and_counted_and_the_figures_add_up(session_factory, emulator, delivery_bot):
+    from bot.services.broadcasts import OPTED_OUT, skip_pending_for
+
+    clock = FakeClock(utcnow())
+    service = broadcast_service(session_factory, clock=clock)
+    staff = await staff_identity(session_factory)
+    people = await add_people(session_factory, emulator, 8)
+    ids = [p for p, _ in people]
+    opted_out, no_consent, inactive, late = set(ids[0:2]), {ids[2]}, {ids[3]}, ids[4]
+    await opt_out(session_factory, opted_out | {ids[5]})  # ids[5] is also inactive: opted out counts first
+    await withdraw(session_factory, ids[2])
+    async with session_factory.begin() as session:
+        await session.execute(update(Person).where(Person.id.in_(inactive | {ids[5]})).values(active=False))
+    draft = await service.draft(staff, "A calm evening")
+    view, reach = await service.send(staff, draft, Audience("all"))
+    assert (reach.total, reach.opted_out, reach.unreachable) == (3, 3, 2)  # 3 + 3 + 2 == 8
+    await service.plan(clock())  # queued, nothing sent yet
+    rows = await broadcast_rows(session_factory, view.id)
+    assert sorted(row.recipient_id for row in rows) == sorted(set(ids) - opted_out - {ids[5]} - inactive)
+    assert all(row.broadcast_id == view.id for row in rows)
+    # One more opts out while it is going out: their row is settled, not sent.
+    await opt_out(session_factory, [late])
+    async with session_factory.begin() as session:
+        assert await skip_pending_for(session, late, clock()) == 1
+    figures = await service.progress(view.id)
+    assert (figures.audience, figures.queued, figures.opted_out, figures.blocked, figures.remaining) == (8, 4, 4, 1, 3)
+
+    clock.now += timedelta(seconds=1)
+    dispatcher = dispatcher_for(delivery_bot, session_factory, service, clock=clock)
+
+    async def finished() -> bool:
+        return (await service.progress(view.id)).state is BroadcastState.DONE
+
+    await run_until(dispatcher, finished)
+    await dispatcher.stop()
+    received = {person_id for person_id, user in people if user.messages}
+    assert received == {ids[6], ids[7]}
+    for figures in (await service.progress(view.id), await service.progress(view.id)):  # closed: read twice, same
+        assert (figures.sent, figures.opted_out, figures.no_consent, figures.blocked, figures.failed, figures.remaining) == (
+            2, 4, 1, 1, 0, 0)
+        assert figures.sent + figures.opted_out + figures.no_consent + figures.blocked + figures.failed == figures.audience
+    async with session_factory() as session:
+        row = await session.get(Broadcast, view.id)
+        assert row.skipped_opted_out == 4
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.last_error == OPTED_OUT)) == 1
+
+
+async def test_a_template_is_read_in_each_recipients_language(session_factory, emulator, delivery_bot):
+    service = broadcast_service(session_factory)
+    staff = await staff_identity(session_factory)
+    english = await add_people(session_factory, emulator, 2)
+    dutch = await add_people(session_factory, emulator, 2, language="nl")
+    names = [name for name, _ in service.templates("en")]
+    assert names and [label for _, label in service.templates("nl")] != [label for _, label in service.templates("en")]
+    with pytest.raises(BroadcastError) as refused:
+        await service.draft(staff, "", template="no_such_template")
+    assert refused.value.reason == "unknown_template"
+    for name in names:  # what content check promises: no word that reveals a diagnosis or treatment
+        for language in ("en", "nl"):
+            assert service.warnings(service.message("", language, name)) == []
+    draft = await service.draft(staff, "ignored", template=names[0])
+    assert await service.draft_text(staff, draft) == ("", names[0])
+    view, reach = await service.send(staff, draft, Audience("all"))
+    assert reach.by_language == {"en": 2, "nl": 2}
+    dispatcher = dispatcher_for(delivery_bot, session_factory, service)
+
+    async def finished() -> bool:
+        return (await service.progress(view.id)).state is BroadcastState.DONE
+
+    await run_until(dispatcher, finished)
+    await dispatcher.stop()
+    for people, language, first_line in ((english, "en", "A message from your practice:"),
+                                         (dutch, "nl", "Een bericht van je praktijk:")):
+        expected = plain(Content().text(f"broadcast.templates.{names[0]}.text", language))
+        for _, user in people:
+            [message] = user.messages
+            assert message.content == f"{first_line}\n\n{expected}"
+
+
+async def test_staff_pick_a_template_and_each_language_gets_its_text_through_the_chat(bot: RunningBot, emulator: BotApiEmulator):
+    sessions = services(bot).sessions
+    await add_person(bot, STAFF_TG, Role.STAFF)
+    clients = []
+    for n, language in enumerate(["en", "nl", "en"]):
+        client = await add_person(bot, 9300 + n, Role.CLIENT, language=language)
+        user = emulator.user(9300 + n)
+        emulator.state.chats[user.id].reachable = True
+        clients.append((client.person_id, language, user))
+    async with sessions.begin() as session:
+        await grant_consent(session, [p for p, _, _ in clients])
+    await opt_out(sessions, [clients[2][0]])  # an English client who turned announcements off
+    staff = await open_chat(emulator.user(STAFF_TG))
+    await staff.send("/broadcast")
+    ask = await staff.next_message()
+    assert says(ask, "broadcast.ask_text")
+    week = t("broadcast.templates.week.label")
+    assert week in labels(ask)
+    await staff.press_data("bct:no_such_text", ask)  # an invented name: said, and asked again
+    again = await staff.next_message()
+    assert says(again, "broadcast.errors.unknown_template") and week in labels(again)
+    await staff.press(week, again)
+    await staff.press(t("broadcast.audiences.all"), await staff.next_message())
+    await staff.press(t("broadcast.all_languages"), await staff.next_message())
+    en_preview, nl_preview = await staff.next_message(), await staff.next_message()
+    en_text = plain(Content().text("broadcast.templates.week.text", "en"))
+    nl_text = plain(Content().text("broadcast.templates.week.text", "nl"))
+    assert en_preview.content.endswith(f"A message from your practice:\n\n{en_text}")
+    assert nl_preview.content.endswith(f"Een bericht van je praktijk:\n\n{nl_text}")
+    summary = await staff.next_message()
+    assert summary.content.startswith("2 clients will receive it (English: 1, Dutch: 1)")
+    assert "1 more turned practice announcements off in /settings" in summary.content
+    assert "could reveal" not in summary.content
+    await staff.press(t("broadcast.send_now_button"), summary)
+    await staff.press(t("broadcast.yes_button"), await staff.next_message())
+    progress = await staff.next_message()
+    for _ in range(60):
+        await bot.outbox_settled()
+        if "(done)" in progress.content:
+            break
+    assert progress.content.startswith("Message to clients (done)"), progress.content
+    assert "Sent: 2 · blocked: 0 · skipped (no consent): 0 · failed: 0" in progress.content
+    assert "Skipped (announcements off): 1" in progress.content
+    (_, _, en_user), (_, _, nl_user), (_, _, quiet_user) = clients
+    assert [m.content for m in en_user.messages] == [f"A message from your practice:\n\n{en_text}"]
+    assert [m.content for m in nl_user.messages] == [f"Een bericht van je praktijk:\n\n{nl_text}"]
+    assert quiet_user.messages == []
+    async with sessions() as session:
+        row = await session.scalar(select(Broadcast))
+    assert row.template == "week" and row.text == ""
+
+
+async def test_broadcasts_are_listed_ten_a_page_with_older_and_newer(bot: RunningBot, emulator: BotApiEmulator):
+    sessions = services(bot).sessions
+    staff_person = await add_person(bot, STAFF_TG, Role.STAFF)
+    now = utcnow()
+    async with sessions.begin() as session:
+        for n in range(23):  # 2 scheduled, 21 done, the newest done first after the scheduled
+            scheduled = n < 2
+            session.add(Broadcast(
+                created_by_id=staff_person.person_id, text="x", audience={"kind": "all"}, language=None,
+                state=BroadcastState.SCHEDULED if scheduled else BroadcastState.DONE,
+                scheduled_for=now + timedelta(days=1 + n) if scheduled else now - timedelta(days=n),
+                created_at=now - timedelta(days=n), finished_at=None if scheduled else now - timedelta(days=n),
+                audience_size=n, queued=n, sent=n,
+            ))
+    staff = await open_chat(emulator.user(STAFF_TG))
+    await staff.send("/broadcasts")
+    listing = await staff.next_message()
+    rows = [line for line in listing.content.splitlines() if line.startswith("• ")]
+    assert len(rows) == 10 and ", scheduled;" in rows[0] and ", scheduled;" in rows[1]
+    assert "sent 2 of 2" in rows[2]  # the latest finished one
+    assert "Page 1 of 3" in listing.content
+    assert labels(listing)[-1:] == [t("broadcast.older_button")]
+    assert sum(label.startswith("Cancel: ") for label in labels(listing)) == 2
+    await staff.press(t("broadcast.older_button"), listing)
+    await staff.expect_silence(0)
+    assert "Page 2 of 3" in listing.content  # the same message, edited
+    rows = [line for line in listing.content.splitlines() if line.startswith("• ")]
+    assert len(rows) == 10 and "sent 10 of 10" in rows[0]
+    assert labels(listing) == [t("broadcast.newer_button"), t("broadcast.older_button")]
+    await staff.press(t("broadcast.older_button"), listing)
+    await staff.expect_silence(0)
+    assert "Page 3 of 3" in listing.content and labels(listing) == [t("broadcast.newer_button")]
+    assert len([line for line in listing.content.splitlines() if line.startswith("• ")]) == 3
+    await staff.press(t("broadcast.newer_button"), listing)
+    await staff.expect_silence(0)
+    assert "Page 2 of 3" in listing.content
+    # A page payload altered (or made for someone else) is refused, and the page stays.
+    forged = services(bot).callbacks.pack(STAFF_TG + 1, "bc.page", 0)
+    answer = await staff.wait_for_callback_answer(await staff.press_data(forged, listing))
+    assert (answer.text or "").startswith("Sorry, that is not available to you.")
+    assert "Page 2 of 3" in listing.content

@@ -678,6 +678,7 @@ async def test_restricted_buttons_are_refused_to_every_other_role(bot: RunningBo
             "ap.yes", "ap.resched"} <= signed
     assert "ci.start" in signed  # under a check-in prompt (clients)
     assert "bc.cancel" in signed  # /broadcasts: cancel a scheduled or running broadcast (staff)
+    assert "bc.page" in signed  # /broadcasts: older and newer pages (staff)
     assert any(action is None for _, action in buttons.values()), "unsigned patterns are pressed too"
     assert {f"^{re.escape(a)}$" for a in ("splan:begin", "splan:edit", "splan:share", "splan:unshare", "splan:delete_yes")} <= set(buttons)
     people: dict[Role | None, SimUser] = {}

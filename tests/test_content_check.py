@@ -579,3 +579,15 @@ def test_broadcast_words_need_a_list_for_every_language(copy: Path):
     assert [p for p in found if "broadcast_words.yaml" in p and "words.nl" in p], found
     words.unlink()
     assert any("broadcast words are missing" in p for p in problems(copy))
+
+
+def test_broadcast_templates_hold_no_clinical_word_and_exist_in_every_language(copy: Path):
+    """A ready-made broadcast is sent as it is: a word of broadcast_words.yaml (of any language)
+    in its label or text fails the check, as does a template missing in one language."""
+    nl = copy / "nl" / "broadcast.yaml"
+    text = nl.read_text(encoding="utf-8")
+    nl.write_text(text.replace("Je volgende afspraak bij ons is deze week.",
+                               "Je volgende behandeling van je trauma is deze week."), encoding="utf-8")
+    assert_reported(copy, "nl/broadcast.yaml", "broadcast.templates.week.text", "trauma", "behandeling")
+    nl.write_text(text.replace("    practise:\n", "    oefenen:\n"), encoding="utf-8")
+    assert any("broadcast.templates: nl has" in p for p in problems(copy))

@@ -210,6 +210,7 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_invites_therapist_id",
         "ix_broadcasts_created_by_id",
         "ix_broadcasts_state_scheduled_for",
+        "ix_outbox_broadcast_id",  # 0015
         "ix_outbox_state_due_at",
         "ix_reminder_schedules_next_due_at",
         "uq_therapist_questions_open",
@@ -328,3 +329,36 @@ async def test_a_failing_migration_leaves_the_database_as_it_was(
     assert await current_revision(migrated_url) == head
     assert await table_names(migrated_url) == APP_TABLES | {"alembic_version"}
     assert await schema_diff(migrated_url) == []
+
+
+async def test_0015_fills_in_the_broadcast_of_existing_outbox_rows(database_url: str) -> None:
+    """Rows queued before 0015 name their broadcast only in the key: the migration copies it
+    into broadcast_id (other rows, and keys that only look alike, stay NULL)."""
+    await upgrade(database_url, "0014")
+    engine = create_engine(database_url)
+    rows = [  # id, key, kind
+        (1, "broadcast:41:7", "broadcast"), (2, "broadcast:41:8", "broadcast"), (3, "broadcast:9000000000:7", "broadcast"),
+        (4, "reminder:41:7", "reminder"), (5, "b:7", "broadcast"), (6, "broadcast:x:7", "broadcast"),
+    ]
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text(
+                "INSERT INTO people (id, telegram_id, role, language, timezone, active, created_at, updated_at) "
+                "VALUES (7, 70, 'client', 'en', 'UTC', true, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP), "
+                "(8, 80, 'client', 'en', 'UTC', true, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            for row_id, key, kind in rows:
+                await connection.execute(sa.text(
+                    "INSERT INTO outbox (id, idempotency_key, kind, recipient_id, content_key, state, due_at, "
+                    "attempts, created_at) VALUES (:id, :key, :kind, :person, 'broadcast.message', 'pending', "
+                    "CURRENT_TIMESTAMP, 0, CURRENT_TIMESTAMP)"),
+                    {"id": row_id, "key": key, "kind": kind, "person": 8 if key.endswith(":8") else 7})
+        await upgrade(database_url)
+        async with engine.connect() as connection:
+            found = dict((await connection.execute(sa.text("SELECT id, broadcast_id FROM outbox"))).all())
+            announcements = set((await connection.execute(sa.text("SELECT announcements FROM people"))).scalars())
+    finally:
+        await engine.dispose()
+    assert found == {1: 41, 2: 41, 3: 9000000000, 4: None, 5: None, 6: None}
+    assert announcements == {True}  # everyone starts opted in
+    await downgrade(database_url, "0014")
+    assert await current_revision(database_url) == "0014"

@@ -91,6 +91,11 @@ class OutboxMessage(Base):
     content_key: Mapped[str | None] = mapped_column(String(128))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     body: Mapped[str | None] = encrypted(owner="recipient_id", max_length=4096)
+    # A staff broadcast's row: its broadcast (bot.services.broadcasts counts and cancels by it).
+    # No foreign key: erasing the sender (their broadcasts go with them) must not delete
+    # the rows of messages other people were sent; the dispatcher finds a row whose
+    # broadcast is gone and drops it.
+    broadcast_id: Mapped[int | None] = mapped_column(PersonId, index=True)
 
     state: Mapped[OutboxState] = mapped_column(
         _string_enum(OutboxState, "state"), default=OutboxState.PENDING

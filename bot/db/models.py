@@ -121,6 +121,8 @@ class Person(Base):
     alias: Mapped[str | None] = encrypted(owner="id", max_length=64)  # a pseudonym, never a real name
     display_name: Mapped[str | None] = encrypted(owner="id", max_length=64)  # therapists and staff
     active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # Practice announcements (staff broadcasts): False once the person opted out in /settings.
+    announcements: Mapped[bool] = mapped_column(default=True, server_default=true())
     # When staff deactivated this therapist: their client links end at exactly this time,
     # which is how "the clients of a deactivated therapist" are found to be moved.
     deactivated_at: Mapped[datetime | None]
@@ -594,8 +596,8 @@ class Broadcast(Base):
     """A message from staff to many clients (bot.services.broadcasts). The text is what the
     staff member wrote, encrypted under their own key (owner = ``created_by_id``); the
     audience is a kind and parameters (ids, a number of days: never clinical content). Each
-    recipient gets one outbox row keyed ``broadcast:{id}:{recipient id}``, so a restart or a
-    second instance cannot send twice. ``queued`` and the ``skipped_*`` counts are written
+    recipient gets one outbox row keyed ``broadcast:{id}:{recipient id}`` (and carrying
+    ``broadcast_id``), so a restart or a second instance cannot send twice. ``queued`` and the ``skipped_*`` counts are written
     when the rows have all been queued; the final figures (``sent`` ...) when it is done, as
     finished outbox rows are purged after a while."""
 
@@ -604,7 +606,9 @@ class Broadcast(Base):
 
     id: Mapped[int] = row_id_column()
     created_by_id: Mapped[int] = mapped_column(PersonId, ForeignKey("people.id", ondelete="CASCADE"), index=True)
-    text: Mapped[str] = encrypted(owner="created_by_id", max_length=4096)
+    text: Mapped[str] = encrypted(owner="created_by_id", max_length=4096)  # empty for a template
+    # A ready-made text from content/ (broadcast.templates.<name>), in each recipient's language.
+    template: Mapped[str | None] = mapped_column(String(64))
     audience: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"kind": "all" | "therapist" | "appointments", ...}
     language: Mapped[str | None] = mapped_column(String(16))  # only recipients of this language; NULL: all
     state: Mapped[BroadcastState] = mapped_column(_string_enum(BroadcastState, "state"))
@@ -618,6 +622,7 @@ class Broadcast(Base):
     failed: Mapped[int | None]
     blocked: Mapped[int | None]  # blocked the bot, or inactive when their turn came
     skipped_no_consent: Mapped[int | None]
+    skipped_opted_out: Mapped[int | None]  # opted out of practice announcements (/settings)
     withdrawn: Mapped[int | None]  # not sent because it was cancelled
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

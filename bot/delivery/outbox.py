@@ -58,6 +58,7 @@ class PlainMessage:
     params: Mapping[str, Any] | None = None
     expires_at: datetime | None = None
     subject_id: int | None = None
+    broadcast_id: int | None = None  # a staff broadcast's row (bot.services.broadcasts)
 
 
 class OutboxService:
@@ -184,6 +185,7 @@ class OutboxService:
                     "kind": m.kind,
                     "recipient_id": m.recipient_id,
                     "subject_id": m.subject_id,
+                    "broadcast_id": m.broadcast_id,
                     "content_key": m.content_key,
                     "params": dict(m.params) if m.params else None,
                     "state": OutboxState.PENDING,
@@ -202,16 +204,19 @@ class OutboxService:
         *,
         recipient_id: int | None = None,
         key_prefix: str | None = None,
+        broadcast_id: int | None = None,
         session: AsyncSession | None = None,
     ) -> int:
         """Delete queued messages not sent yet (their keys become free again): a person's,
-        or those whose idempotency key starts with ``key_prefix`` (a schedule's). In the
-        caller's ``session`` (transaction) if given."""
-        if recipient_id is None and key_prefix is None:
-            raise ValueError("cancel by recipient, by key prefix, or both")
+        those whose idempotency key starts with ``key_prefix`` (a schedule's), or a staff
+        broadcast's. In the caller's ``session`` (transaction) if given."""
+        if recipient_id is None and key_prefix is None and broadcast_id is None:
+            raise ValueError("cancel by recipient, by key prefix, by broadcast, or a combination")
         statement = delete(_outbox).where(_outbox.c.state == OutboxState.PENDING)
         if recipient_id is not None:
             statement = statement.where(_outbox.c.recipient_id == recipient_id)
+        if broadcast_id is not None:
+            statement = statement.where(_outbox.c.broadcast_id == broadcast_id)
         if key_prefix is not None:
             escaped = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             statement = statement.where(_outbox.c.idempotency_key.like(f"{escaped}%", escape="\\"))

@@ -5,16 +5,23 @@ The conversation is handlers/broadcast.py (``/broadcast``, ``/broadcasts``).
 * **Who.** Staff and admins only (``NotAllowed("role")`` otherwise), checked against the
   database at the moment of use. Every broadcast is audited (``broadcast.created`` /
   ``.cancelled`` / ``.finished``: who, the audience, counts; never the text).
-* **The text** is what the staff member wrote, Telegram HTML (checked with the emulator's
+* **The text** is what the staff member wrote, or a ready-made template from content/
+  (``broadcast.templates.<name>``: a label for staff and a text per language, checked by
+  ``imrs-bot content check`` to carry none of the clinical words); a template is stored by
+  name and each recipient reads it in their own language. A typed text is Telegram HTML (checked with the emulator's
   parser, as Telegram parses it), at most 4096 characters once wrapped in
-  ``broadcast.message`` (a line saying it is from the practice), in every language. It is
+  ``broadcast.message`` (a line saying it is from the practice), in every language; it is
   stored encrypted under the sender's key and read by the dispatcher at send time
   (:meth:`BroadcastService.compose`), so the outbox rows carry no text: only
-  ``{"broadcast": id}``. ``warnings`` flags words that would reveal a diagnosis or
+  ``{"broadcast": id}`` and the ``broadcast_id`` column. ``warnings`` flags words that would reveal a diagnosis or
   treatment to someone reading over the client's shoulder (``content/broadcast_words.yaml``).
 * **Audiences** (``Audience``): every client; the clients of one therapist (active links);
   clients with a preparation or ImRS appointment in the next N days; each optionally of one
   language. Resolved when sending starts, not when the broadcast is made.
+* **Opting out.** Clients who turned practice announcements off (``/settings``) are not
+  queued; they are counted (``skipped_opted_out``), as clients without consent are. One who
+  opts out while a broadcast is going out has their rows not sent yet settled as
+  ``failed``/``opted_out`` (:func:`skip_pending_for`), counted the same way.
 * **Exactly once.** Each recipient gets one outbox row keyed ``broadcast:{id}:{person id}``,
   inserted in batches with ``ON CONFLICT DO NOTHING``: queueing is resumable (a restart or a
   second instance queues the rest, never a second row), and the dispatcher's claims give
@@ -25,11 +32,11 @@ The conversation is handlers/broadcast.py (``/broadcast``, ``/broadcasts``).
 * **Driving it.** ``plan(now)`` runs on every outbox dispatcher tick (any instance): it
   starts broadcasts whose time has come, queues their rows, and closes those with nothing
   left to send (state ``done``, final figures written, audited).
-* **Cancel** withdraws the rows not sent yet (``cancel_pending(key_prefix=...)``); rows in
+* **Cancel** withdraws the rows not sent yet (``cancel_pending(broadcast_id=...)``); rows in
   flight at that moment are still delivered.
 * **Figures** (``progress``) come from the outbox rows' states: sent; blocked (403, or
   inactive when their turn came, plus clients already inactive when it was queued);
-  skipped without consent (checked at send time); failed (refused or given up); remaining;
+  skipped without consent (checked at send time); opted out; failed (refused or given up); remaining;
   withdrawn by a cancel; and the time left at the configured rate.
 """
 
@@ -45,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, case, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.content import CONTENT_DIR, Content, trusted_html
+from bot.content import CONTENT_DIR, Content, ContentError, trusted_html
 from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import (
     Appointment,
@@ -68,6 +75,8 @@ from bot.services.invites import NotAllowed, current_person
 from bot.services.people import Identity
 
 MESSAGE_KEY = "broadcast.message"  # the text as recipients see it: {text} under a line from the practice
+TEMPLATES_KEY = "broadcast.templates"  # ready-made texts: <name>: {label, text}
+OPTED_OUT = "opted_out"  # last_error of a row whose recipient opted out after it was queued
 MAX_TEXT = 4096
 HORIZON = timedelta(days=366)
 MAX_DAYS = 60  # "appointment in the next N days"
@@ -78,6 +87,7 @@ WORDS_FILE = CONTENT_DIR / "broadcast_words.yaml"
 PREPARING = (AppointmentKind.PREPARATION, AppointmentKind.IMRS)
 OPEN_STATES = (BroadcastState.SCHEDULED, BroadcastState.SENDING)
 BLOCKED_CODES = frozenset({"forbidden", "recipient_inactive"})
+PAGE = 10  # broadcasts per page of /broadcasts
 
 
 def key_prefix(broadcast_id: int) -> str:
@@ -86,7 +96,7 @@ def key_prefix(broadcast_id: int) -> str:
 
 class BroadcastError(ValueError):
     """Not possible as asked. ``reason``: ``empty_text``, ``too_long``, ``markup``,
-    ``empty_audience``, ``bad_days``, ``unknown_therapist``, the time's reasons
+    ``empty_audience``, ``bad_days``, ``unknown_therapist``, ``unknown_template``, the time's reasons
     (``unparseable``, ``nonexistent``, ``ambiguous``, ``past``, ``too_far``), ``not_found``,
     ``finished`` (cannot be cancelled any more)."""
 
@@ -121,11 +131,12 @@ class Audience:
 
 @dataclass(frozen=True)
 class Reach:
-    """How many a broadcast would reach now, by language, and how many of the audience
-    cannot receive it (inactive, or no consent)."""
+    """How many a broadcast would reach now, by language, how many of the audience cannot
+    receive it (inactive, or no consent) and how many opted out of practice announcements."""
 
     by_language: dict[str, int]
     unreachable: int
+    opted_out: int = 0
 
     @property
     def total(self) -> int:
@@ -144,6 +155,7 @@ class Progress:
     remaining: int
     withdrawn: int
     eta_seconds: int
+    opted_out: int = 0  # opted out of practice announcements (/settings)
 
 
 @dataclass(frozen=True)
@@ -156,13 +168,36 @@ class BroadcastView:
     finished_at: datetime | None
     progress_chat_id: int | None = None
     progress_message_id: int | None = None
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of /broadcasts: scheduled and running ones first (soonest first), then the
+    finished ones (latest first); ``number`` from 0, of ``count`` pages."""
+
+    views: list[BroadcastView]
+    number: int
+    count: int
 
 
 def _view(row: Broadcast) -> BroadcastView:
     return BroadcastView(
         row.id, BroadcastState(row.state), Audience.of(row.audience, row.language), row.scheduled_for,
-        row.created_at, row.finished_at, row.progress_chat_id, row.progress_message_id,
+        row.created_at, row.finished_at, row.progress_chat_id, row.progress_message_id, row.template,
     )
+
+
+async def skip_pending_for(session: AsyncSession, person_id: int, now: datetime) -> int:
+    """A client opted out of practice announcements: their broadcast rows not sent yet are
+    settled (``failed``, ``opted_out``), in the caller's transaction; how many."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.recipient_id == person_id, OutboxMessage.broadcast_id.is_not(None),
+               OutboxMessage.state == OutboxState.PENDING)
+        .values(state=OutboxState.FAILED, last_error=OPTED_OUT, finished_at=now, lease_until=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def load_words(path: Path = WORDS_FILE) -> dict[str, list[str]]:
@@ -203,7 +238,8 @@ class BroadcastService:
         self.clock = clock
         self.words = load_words() if words is None else words
         self.batch = batch
-        self._texts: OrderedDict[int, str] = OrderedDict()  # broadcast id -> text (send time)
+        # broadcast id -> (text, template), read at send time
+        self._texts: OrderedDict[int, tuple[str, str | None]] = OrderedDict()
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -213,9 +249,27 @@ class BroadcastService:
             raise NotAllowed("role")
         return role, person
 
-    def message(self, text: str, language: str) -> str:
-        """The text as a recipient of ``language`` reads it."""
+    def message(self, text: str, language: str, template: str | None = None) -> str:
+        """The text (or the template's text in ``language``) as a recipient of ``language``
+        reads it."""
+        if template is not None:
+            text = self._content.text(f"{TEMPLATES_KEY}.{template}.text", language)
         return self._content.text(MESSAGE_KEY, language, text=trusted_html(text))
+
+    def templates(self, language: str) -> list[tuple[str, str]]:
+        """The ready-made texts: (name, label in ``language``), in the order of content/."""
+        names = self._content.raw(TEMPLATES_KEY, self._content.default_language)
+        return [(name, self._content.text(f"{TEMPLATES_KEY}.{name}.label", language)) for name in names]
+
+    def check_template(self, name: str) -> str:
+        if not any(name == known for known, _ in self.templates(self._content.default_language)):
+            raise BroadcastError("unknown_template")
+        for language in self._content.languages:
+            try:
+                self.check_text(self._content.text(f"{TEMPLATES_KEY}.{name}.text", language))
+            except (BroadcastError, ContentError):
+                raise BroadcastError("unknown_template") from None
+        return name
 
     def check_text(self, text: str) -> str:
         """The text, trimmed, if it can be sent (else BroadcastError)."""
@@ -247,8 +301,8 @@ class BroadcastService:
     # -- audiences ---------------------------------------------------------------------------
 
     def _members(self, audience: Audience, now: datetime) -> Any:
-        """SELECT id, active, language of the clients in ``audience``."""
-        query = select(Person.id, Person.active, Person.language).where(Person.role == Role.CLIENT)
+        """SELECT id, active, language, announcements of the clients in ``audience``."""
+        query = select(Person.id, Person.active, Person.language, Person.announcements).where(Person.role == Role.CLIENT)
         if audience.language:
             query = query.where(Person.language == audience.language)
         if audience.kind == "therapist":
@@ -287,13 +341,14 @@ class BroadcastService:
             await self._staff(session, actor)
             await self._check_audience(session, audience)
             rows = (await session.execute(self._members(audience, self.clock()))).all()
-        active = {row.id: row.language for row in rows if row.active}
+        opted_out = sum(1 for row in rows if not row.announcements)
+        active = {row.id: row.language for row in rows if row.active and row.announcements}
         allowed = await self._may_receive(set(active)) if active else set()
         by_language: dict[str, int] = {}
         for person_id in allowed:
             language = self._content.resolve_language(active[person_id])
             by_language[language] = by_language.get(language, 0) + 1
-        return Reach(by_language, len(rows) - len(allowed))
+        return Reach(by_language, len(rows) - len(allowed) - opted_out, opted_out)
 
     async def therapists(self, actor: Identity) -> list[tuple[int, str | None]]:
         """The active therapists (id, display name), to choose an audience from."""
@@ -308,15 +363,19 @@ class BroadcastService:
 
     # -- making, cancelling --------------------------------------------------------------------
 
-    async def draft(self, actor: Identity, text: str) -> int:
+    async def draft(self, actor: Identity, text: str, *, template: str | None = None) -> int:
         """Keep the text of a broadcast being prepared (encrypted under the sender's key, so
-        that no conversation state holds it); its id. Refused if it cannot be sent."""
-        text = self.check_text(text)
+        that no conversation state holds it), or the name of the template chosen; its id.
+        Refused if it cannot be sent."""
+        if template is not None:
+            template, text = self.check_template(template), ""
+        else:
+            text = self.check_text(text)
         now = self.clock()
         async with self._sessions.begin() as session:
             _, person = await self._staff(session, actor)
             row = Broadcast(
-                created_by_id=person.id, text=text, audience={"kind": "all"}, language=None,
+                created_by_id=person.id, text=text, template=template, audience={"kind": "all"}, language=None,
                 state=BroadcastState.DRAFT, scheduled_for=now, created_at=now,
             )
             session.add(row)
@@ -332,10 +391,11 @@ class BroadcastService:
             raise NotAllowed("ownership")
         return role, row
 
-    async def draft_text(self, actor: Identity, broadcast_id: int) -> str:
+    async def draft_text(self, actor: Identity, broadcast_id: int) -> tuple[str, str | None]:
+        """A draft's typed text and template name (one of them is used)."""
         async with self._sessions() as session:
             _, row = await self._own_draft(session, actor, broadcast_id)
-            return row.text
+            return row.text, row.template
 
     async def send(
         self, actor: Identity, broadcast_id: int, audience: Audience, at: datetime | None = None
@@ -384,7 +444,7 @@ class BroadcastService:
             if BroadcastState(row.state) not in OPEN_STATES:
                 raise BroadcastError("finished")
             row.state, row.finished_at = BroadcastState.CANCELLED, now
-            withdrawn = await self._outbox.cancel_pending(key_prefix=key_prefix(row.id), session=session)
+            withdrawn = await self._outbox.cancel_pending(broadcast_id=row.id, session=session)
             await AuditRepository(session).record(
                 actor.telegram_id, role, "broadcast.cancelled",
                 detail={"broadcast_id": row.id, "withdrawn": withdrawn},
@@ -393,23 +453,35 @@ class BroadcastService:
         await self._close(broadcast_id, BroadcastState.CANCELLED)
         return view
 
-    async def list(self, actor: Identity, limit: int = 10) -> list[BroadcastView]:
-        """Scheduled and running broadcasts, then the latest finished ones."""
+    async def page(self, actor: Identity, number: int = 0, size: int = PAGE) -> Page:
+        """Page ``number`` (from 0; past the last: the last) of the scheduled and running
+        broadcasts, soonest first, then the finished ones, latest first."""
+        shown = [s.value for s in (*OPEN_STATES, BroadcastState.DONE, BroadcastState.CANCELLED)]
+        is_open = Broadcast.state.in_([s.value for s in OPEN_STATES])
         async with self._sessions() as session:
             await self._staff(session, actor)
-            open_rows = (
+            total = int(await session.scalar(
+                select(func.count()).select_from(Broadcast).where(Broadcast.state.in_(shown))
+            ) or 0)
+            count = max(1, math.ceil(total / size))
+            number = min(max(0, number), count - 1)
+            rows = (
                 await session.scalars(
-                    select(Broadcast).where(Broadcast.state.in_([s.value for s in OPEN_STATES]))
-                    .order_by(Broadcast.scheduled_for)
+                    select(Broadcast).where(Broadcast.state.in_(shown))
+                    .order_by(
+                        case((is_open, 0), else_=1),
+                        case((is_open, Broadcast.scheduled_for), else_=None),
+                        Broadcast.finished_at.desc(),
+                        Broadcast.id.desc(),
+                    )
+                    .offset(number * size).limit(size)
                 )
             ).all()
-            past = (
-                await session.scalars(
-                    select(Broadcast).where(Broadcast.state.in_([BroadcastState.DONE.value, BroadcastState.CANCELLED.value]))
-                    .order_by(Broadcast.finished_at.desc()).limit(limit)
-                )
-            ).all()
-            return [_view(row) for row in [*open_rows, *past]]
+            return Page([_view(row) for row in rows], number, count)
+
+    async def list(self, actor: Identity, limit: int = PAGE) -> list[BroadcastView]:
+        """The first page: scheduled and running broadcasts, then the latest finished ones."""
+        return (await self.page(actor, 0, limit)).views
 
     async def get(self, actor: Identity, broadcast_id: int) -> BroadcastView:
         async with self._sessions() as session:
@@ -461,14 +533,15 @@ class BroadcastService:
                 return 0
             audience = Audience.of(row.audience, row.language)
             start = row.started_at or self.clock()
-            members = (await session.execute(self._members(audience, start))).all()
+            everyone = (await session.execute(self._members(audience, start))).all()
+        members = [member for member in everyone if member.announcements]  # the others opted out
         spacing = 1.0 / max(2 * self.rate_per_second, 0.001)  # see the module's docstring
         for first in range(0, len(members), self.batch):
             messages = [
                 PlainMessage(
                     member.id, OutboxKind.BROADCAST, f"{key_prefix(broadcast_id)}{member.id}",
                     start + timedelta(seconds=(first + offset) * spacing), MESSAGE_KEY,
-                    {"broadcast": broadcast_id}, expires_at=start + EXPIRES_AFTER,
+                    {"broadcast": broadcast_id}, expires_at=start + EXPIRES_AFTER, broadcast_id=broadcast_id,
                 )
                 for offset, member in enumerate(members[first : first + self.batch])
             ]
@@ -485,7 +558,8 @@ class BroadcastService:
                 update(Broadcast)
                 .where(Broadcast.id == broadcast_id, Broadcast.state == BroadcastState.SENDING,
                        Broadcast.queued_at.is_(None))
-                .values(queued_at=self.clock(), audience_size=len(members), queued=queued)
+                .values(queued_at=self.clock(), audience_size=len(everyone), queued=queued,
+                        skipped_opted_out=len(everyone) - len(members))
             )
         return queued
 
@@ -507,6 +581,7 @@ class BroadcastService:
             values: dict[str, Any] = {
                 "sent": figures.sent, "failed": figures.failed, "blocked": figures.blocked,
                 "skipped_no_consent": figures.no_consent, "withdrawn": figures.withdrawn,
+                "skipped_opted_out": figures.opted_out,  # from now on the total (see progress)
             }
             query = update(Broadcast).where(Broadcast.id == broadcast_id)
             if state is BroadcastState.DONE:
@@ -533,7 +608,7 @@ class BroadcastService:
                     .group_by(OutboxMessage.state, OutboxMessage.last_error)
                 )
             ).all()
-        sent = blocked = no_consent = failed = remaining = rows = 0
+        sent = blocked = no_consent = opted_out = failed = remaining = rows = 0
         for state, code, count in counts:
             rows += count
             state = OutboxState(state)
@@ -543,6 +618,8 @@ class BroadcastService:
                 remaining += count
             elif state is OutboxState.FAILED and code == "no_consent":
                 no_consent += count
+            elif state is OutboxState.FAILED and code == OPTED_OUT:
+                opted_out += count
             elif state is OutboxState.FAILED and code in BLOCKED_CODES:
                 blocked += count
             else:
@@ -550,32 +627,40 @@ class BroadcastService:
         queued = row.queued or 0
         audience = row.audience_size or 0
         state = BroadcastState(row.state)
+        skipped_at_queue = row.skipped_opted_out or 0
+        if row.sent is not None:
+            # Written at the end: the total (at queueing, and later from the rows), so the
+            # rows' own count is not added again.
+            skipped_at_queue, opted_out = skipped_at_queue - opted_out, skipped_at_queue
+        else:
+            opted_out += skipped_at_queue
         if row.sent is not None and rows < queued - (row.withdrawn or 0):
             # the finished outbox rows were purged: the figures as they were written at the end
             return Progress(
                 state, audience, queued, row.sent or 0, row.blocked or 0, row.skipped_no_consent or 0,
-                row.failed or 0, 0, row.withdrawn or 0, 0,
+                row.failed or 0, 0, row.withdrawn or 0, 0, row.skipped_opted_out or 0,
             )
-        blocked += max(0, audience - queued)  # already inactive when it was queued
+        blocked += max(0, audience - queued - skipped_at_queue)  # already inactive when it was queued
         withdrawn = max(0, queued - rows) if state is BroadcastState.CANCELLED else 0
         eta = math.ceil(remaining / self.rate_per_second) if remaining else 0
-        return Progress(state, audience, queued, sent, blocked, no_consent, failed, remaining, withdrawn, eta)
+        return Progress(state, audience, queued, sent, blocked, no_consent, failed, remaining, withdrawn, eta, opted_out)
 
     async def compose(self, row: Any) -> str | None:
         """The dispatcher's hook for a broadcast row: the text in the recipient's language
         (None: the broadcast is gone)."""
         broadcast_id = int((row.params or {}).get("broadcast", 0))
-        text = self._texts.get(broadcast_id)
-        if text is None:
+        cached = self._texts.get(broadcast_id)
+        if cached is None:
             async with self._sessions() as session:
                 found = await session.get(Broadcast, broadcast_id)
                 if found is None:
                     return None
-                text = found.text
-            self._texts[broadcast_id] = text
+                cached = (found.text, found.template)
+            self._texts[broadcast_id] = cached
             while len(self._texts) > 16:
                 self._texts.popitem(last=False)
-        return self.message(text, row.language)
+        text, template = cached
+        return self.message(text, row.language, template)
 
     async def to_report(self) -> list[tuple[BroadcastView, str]]:
         """Broadcasts whose progress message is to be brought up to date, with the sender's
@@ -603,9 +688,5 @@ class BroadcastService:
 
 
 def _of(broadcast_id: int) -> Any:
-    """The outbox rows of one broadcast (by their key)."""
-    prefix = key_prefix(broadcast_id)
-    return and_(
-        OutboxMessage.kind == OutboxKind.BROADCAST,
-        OutboxMessage.idempotency_key.like(f"{prefix}%"),
-    )
+    """The outbox rows of one broadcast (ix_outbox_broadcast_id)."""
+    return OutboxMessage.broadcast_id == broadcast_id

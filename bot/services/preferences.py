@@ -23,8 +23,11 @@ from datetime import datetime, tzinfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import Content
-from bot.db.repositories import PeopleRepository
+from bot.db.models import Role
+from bot.db.repositories import AuditRepository, PeopleRepository
+from bot.db.types import utcnow
 from bot.delivery.schedules import ScheduleService
+from bot.services.broadcasts import skip_pending_for
 from bot.services.people import Identity
 
 #: Most choices offered for an ambiguous name; beyond that, the person types more.
@@ -191,8 +194,32 @@ class PreferencesService:
             await self._schedules.reschedule_person(person_id, session=session)
         return replace(identity, timezone=zone)
 
+    async def announcements(self, identity: Identity) -> bool:
+        """Whether the person receives practice announcements (staff broadcasts)."""
+        async with self._sessions() as session:
+            person = await PeopleRepository(session).get(identity.person_id) if identity.person_id else None
+            if person is None:
+                raise PermissionError("only enrolled people have stored preferences")
+            return bool(person.announcements)
+
+    async def set_announcements(self, identity: Identity, on: bool) -> int:
+        """Opt in to, or out of, practice announcements (clients: the only people broadcasts
+        go to). Opting out also settles the person's broadcast messages not sent yet
+        (bot.services.broadcasts). Audited (``settings.announcements``, on or off); the
+        number of messages that will not be sent now."""
+        if identity.role is not Role.CLIENT:
+            raise PermissionError("practice announcements go to clients only")
+        async with self._sessions.begin() as session:
+            person_id = await self._update(session, identity, announcements=on)
+            skipped = 0 if on else await skip_pending_for(session, person_id, utcnow())
+            await AuditRepository(session).record(
+                identity.telegram_id, identity.role, "settings.announcements",
+                subject_person_id=person_id, detail={"on": on, "skipped": skipped},
+            )
+        return skipped
+
     @staticmethod
-    async def _update(session: AsyncSession, identity: Identity, **values: str) -> int:
+    async def _update(session: AsyncSession, identity: Identity, **values: str | bool) -> int:
         if identity.person_id is None:
             raise PermissionError("only enrolled people have stored preferences")
         person = await PeopleRepository(session).get(identity.person_id)
