@@ -387,6 +387,38 @@ async def test_injected_delay_slows_the_answer(emu: BotApiEmulator, tg_bot: tele
         await tg_bot.get_me(read_timeout=0.1)
 
 
+async def test_a_fault_for_a_number_of_seconds_ends_by_itself(emu: BotApiEmulator, tg_bot: telegram.Bot) -> None:
+    user = await started_user(emu, tg_bot)
+    fault = emu.inject(None, status=502, count=None, seconds=0.3)
+    with pytest.raises(NetworkError):
+        await tg_bot.send_message(user.id, "hi")
+    fault.until = 0.0  # as if the 0.3 s had passed
+    await tg_bot.send_message(user.id, "hi")
+    assert fault.hits == 1 and [m.text for m in user.messages] == ["hi"]
+
+
+@pytest.mark.parametrize("mode", ["refuse", "close"])
+async def test_going_down_and_coming_back(mode: str, emu: BotApiEmulator, tg_bot: telegram.Bot) -> None:
+    user = await started_user(emu, tg_bot)
+    calls = len(emu.calls)
+    polling = asyncio.create_task(tg_bot.get_updates(timeout=5))  # a long poll in progress
+    await eventually(lambda: len(emu.calls) > calls)
+    await emu.go_down(mode)  # type: ignore[arg-type]
+    with pytest.raises(NetworkError):
+        await polling  # its connection was closed without an answer
+    with pytest.raises(NetworkError):
+        await tg_bot.send_message(user.id, "lost")
+    if mode == "refuse":
+        with pytest.raises(OSError):
+            socket.create_connection((emu.host, emu.port), timeout=1).close()
+    await emu.come_back()
+    await tg_bot.send_message(user.id, "back")
+    assert [m.text for m in user.messages] == ["back"]
+    await emu.go_down(mode, seconds=0.2)  # type: ignore[arg-type]
+    await eventually(lambda: emu.down is None)
+    assert (await tg_bot.get_me()).id == 7000000001
+
+
 async def test_overall_flood_limit(emu: BotApiEmulator, tg_bot: telegram.Bot) -> None:
     alice = await started_user(emu, tg_bot)
     bob = await started_user(emu, tg_bot)

@@ -20,7 +20,9 @@ Emulated:
     callback_data, unknown chats and messages, unchanged edits, reused callback queries;
   * the people's side: bot_command entities, my_chat_member updates on block/unblock and when
     the bot leaves a group, the rule that a bot cannot write first to a person;
-  * flood control (429 with retry_after) and injected faults (any status, slow answers).
+  * flood control (429 with retry_after) and injected faults (any status, slow answers, for a
+    number of calls or a number of seconds), and outages (``go_down``: connections refused, or
+    accepted and dropped without an answer, until ``come_back``).
 
 Not emulated (a method not listed answers 404 "Not Found", like an unknown one, and is logged):
 inline mode, payments, media groups and other media types, forwarding and copying, reactions,

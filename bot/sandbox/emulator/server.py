@@ -49,9 +49,11 @@ class Fault:
     chat_id: int | None = None
     delay: float = 0.0
     hits: int = 0
+    until: float | None = None  # time.monotonic() after which it no longer applies; None = no end
 
     def matches(self, method: str, chat_id: int | None) -> bool:
         return (self.remaining != 0
+                and (self.until is None or time.monotonic() < self.until)
                 and (self.method is None or self.method == method.lower())
                 and (self.chat_id is None or self.chat_id == chat_id))
 
@@ -88,6 +90,10 @@ class BotApiEmulator:
         self._users: dict[int, SimUser] = {}
         self._groups: dict[int, SimGroup] = {}
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        #: None while up; "refuse" or "close" while down (see :meth:`go_down`).
+        self.down: Literal["refuse", "close"] | None = None
+        self._back_up: asyncio.TimerHandle | None = None
         self._delivery: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------- lifecycle
@@ -101,12 +107,15 @@ class BotApiEmulator:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
-        self._runner = runner
+        self._runner, self._site = runner, site
         self.port = runner.addresses[0][1]
         self._delivery = asyncio.create_task(WebhookDelivery(self.state).run(), name="emulator-webhook-delivery")
         logger.info("Bot API emulator listening on %s", self.url)
 
     async def stop(self) -> None:
+        if self._back_up is not None:
+            self._back_up.cancel()
+            self._back_up = None
         self.state.updates.close()  # pending long polls answer now instead of holding up the shutdown
         if self._delivery is not None:
             self._delivery.cancel()
@@ -116,6 +125,7 @@ class BotApiEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self._site = None
 
     async def __aenter__(self) -> BotApiEmulator:
         await self.start()
@@ -276,8 +286,9 @@ class BotApiEmulator:
 
     def inject(self, method: str | None, *, status: int | None = None, count: int | None = 1,
                retry_after: int | None = None, description: str | None = None, chat_id: int | None = None,
-               delay: float = 0.0) -> Fault:
-        """Spoil the next ``count`` calls of ``method`` (None: any method; ``count=None``: until cleared).
+               delay: float = 0.0, seconds: float | None = None) -> Fault:
+        """Spoil the next ``count`` calls of ``method`` (None: any method; ``count=None``: until cleared,
+        or for ``seconds`` from now: an outage of a given length).
 
         With ``status`` they are answered with that error (429 with ``retry_after``, 5xx, 403, …;
         ``description`` defaults to Telegram's wording), after ``delay`` seconds; with only a
@@ -285,12 +296,55 @@ class BotApiEmulator:
         """
         if status is None and delay <= 0:
             raise ValueError("inject needs a status, a delay or both")
-        fault = Fault(method.lower() if method else None, status, count, retry_after, description, chat_id, delay)
+        until = None if seconds is None else time.monotonic() + seconds
+        fault = Fault(method.lower() if method else None, status, count, retry_after, description, chat_id, delay,
+                      until=until)
         self.faults.append(fault)
         return fault
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    async def go_down(self, mode: Literal["refuse", "close"] = "refuse", *, seconds: float | None = None) -> None:
+        """Become unreachable, as api.telegram.org does in an outage or a network failure.
+
+        ``"refuse"``: the port stops listening (new connections are refused) and every open
+        connection is closed, so a long poll in progress ends without an answer. ``"close"``:
+        connections are accepted but every request is dropped without an answer (a proxy
+        that resets them). Until :meth:`come_back`, or for ``seconds``. Calls that reached the
+        emulator meanwhile are not recorded in :attr:`calls` (they never reached "Telegram").
+        """
+        if self._runner is None:
+            raise RuntimeError("the emulator is not running")
+        if self._back_up is not None:
+            self._back_up.cancel()
+            self._back_up = None
+        self.down = mode
+        if mode == "refuse" and self._site is not None:
+            await self._site.stop()
+            self._site = None
+        self._drop_connections()
+        if seconds is not None:
+            loop = asyncio.get_running_loop()
+            self._back_up = loop.call_later(seconds, lambda: loop.create_task(self.come_back()))
+
+    async def come_back(self) -> None:
+        """Answer again after :meth:`go_down` (on the same port)."""
+        if self._back_up is not None:
+            self._back_up.cancel()
+            self._back_up = None
+        if self._runner is not None and self._site is None:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            self._site = site
+        self.down = None
+
+    def _drop_connections(self) -> None:
+        server = self._runner.server if self._runner is not None else None
+        for handler in list(getattr(server, "connections", ()) or ()):
+            transport = handler.transport
+            if transport is not None:
+                transport.abort()
 
     # ------------------------------------------------------------------------- HTTP
 
@@ -302,6 +356,8 @@ class BotApiEmulator:
         raise ApiError(404, "Not Found")
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        if self.down is not None:
+            return self._hang_up(request)
         name = request.match_info["method"]
         method = METHODS.get(name.lower())
         try:
@@ -338,7 +394,16 @@ class BotApiEmulator:
         if fault.status is not None:
             raise ApiError.for_status(fault.status, fault.description, fault.retry_after)
 
+    @staticmethod
+    def _hang_up(request: web.Request) -> web.StreamResponse:
+        """Drop the connection without an answer (the client sees it closed)."""
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=503)  # never reaches the client
+
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        if self.down is not None:
+            return self._hang_up(request)
         try:
             self._check_token(request.match_info["token"])
         except ApiError as error:
