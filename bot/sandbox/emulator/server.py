@@ -376,20 +376,25 @@ class BotApiEmulator:
             if method.sends:
                 self._flood.take(chat_id)
             result = await method.handler(self.state, Params(params))
+            if method.name == "getUpdates":
+                # A long poll that began before a fault ends with it, as Telegram's would
+                # (its updates are not confirmed, so they come again with the next poll).
+                await self._apply_faults(method.name, chat_id, statuses_only=True)
         except ApiError as error:
             self.state.failures.append(FailedCall(call.method, params, error.status, error.description))
             self.state.changed.fire()
             return error.response()
         return ok_response(result)
 
-    async def _apply_faults(self, method: str, chat_id: int | None) -> None:
-        fault = next((f for f in self.faults if f.matches(method, chat_id)), None)
+    async def _apply_faults(self, method: str, chat_id: int | None, *, statuses_only: bool = False) -> None:
+        fault = next((f for f in self.faults if f.matches(method, chat_id)
+                      and (f.status is not None or not statuses_only)), None)
         if fault is None:
             return
         fault.hits += 1
         if fault.remaining is not None:
             fault.remaining -= 1
-        if fault.delay > 0:
+        if fault.delay > 0 and not statuses_only:
             await asyncio.sleep(fault.delay)
         if fault.status is not None:
             raise ApiError.for_status(fault.status, fault.description, fault.retry_after)
