@@ -30,7 +30,11 @@ a Message                    sent (with its message id)
 RetryAfter                   pending again at now + retry_after (the attempt does not
                              count); every outbox send pauses that long
 5xx, network error, timeout  pending again after a backoff with jitter (2 s, 4 s, 8 s ...
-                             up to 5 min), dead after OUTBOX_MAX_ATTEMPTS
+                             up to 5 min), dead after OUTBOX_MAX_ATTEMPTS, but only if
+                             other messages got through to Telegram since this one began
+                             failing: while nothing does (Telegram down, unreachable or
+                             failing for everyone), its last attempt does not count and it
+                             keeps being retried at the backoff's longest interval
 403 Forbidden                failed; the person becomes inactive and their queued rows fail
 400 Bad Request              failed (the message itself is wrong: retrying cannot help)
 past expires_at              dead (a reminder is dropped, not sent hours late)
@@ -236,6 +240,11 @@ class Dispatcher:
         self._next_heartbeat = 0.0
         self._next_sweep = 0.0
         self._next_purge = monotonic() + 60.0
+        #: When Telegram last accepted an outbox message (monotonic), and, per row failing with
+        #: a server or network error, when its current run of failures began (this process).
+        #: A row is given up only if messages got through in between (see _retry).
+        self._last_delivered = -math.inf
+        self._failing_since: dict[int, float] = {}
         self._send_kwargs: dict[str, Any] = (
             {"rate_limit_args": NO_RETRIES}
             if isinstance(bot, ExtBot) and bot.rate_limiter is not None
@@ -527,10 +536,12 @@ class Dispatcher:
             _log.warning("Telegram refused outbox row %s (%s)", row.id, type(exc).__name__)
             return Outcome(row.id, row.token, OutboxState.FAILED, "bad_request")
         except (NetworkError, TimeoutError, asyncio.TimeoutError) as exc:
-            return self._retry(row, "network_error" if isinstance(exc, NetworkError) else "timeout")
+            code = "network_error" if isinstance(exc, NetworkError) else "timeout"
+            return self._retry(row, code, telegram=True)
         except TelegramError as exc:  # Conflict, InvalidToken, ...: maybe an operator's fix
             _log.warning("Outbox row %s: %s from Telegram", row.id, type(exc).__name__)
-            return self._retry(row, "telegram_error")
+            return self._retry(row, "telegram_error", telegram=True)
+        self._last_delivered = self.monotonic()
         return Outcome(row.id, row.token, OutboxState.SENT, message_id=message.message_id)
 
     def _render(self, row: Claimed) -> str:
@@ -541,16 +552,30 @@ class Dispatcher:
         params = render_params(self.content, row.language, row.timezone, row.params)
         return self.content.text(row.content_key, row.language, **params)
 
-    def _retry(self, row: Claimed, code: str) -> Outcome:
-        """Back off exponentially with jitter ("equal jitter": half fixed, half random)."""
+    def _retry(self, row: Claimed, code: str, *, telegram: bool = False) -> Outcome:
+        """Back off exponentially with jitter ("equal jitter": half fixed, half random).
+
+        ``telegram``: the failure was Telegram's answer or the lack of one (5xx, network
+        error, timeout). Such a row is given up after OUTBOX_MAX_ATTEMPTS only if other
+        messages got through since it began failing; while none does, Telegram is down or
+        unreachable for everyone, which says nothing about this message: its last attempt
+        does not count and it is tried again, however long the outage lasts (until its
+        expiry, if it has one)."""
+        refund, began = False, math.inf
+        if telegram:
+            if len(self._failing_since) > 100_000:  # rows another instance finished meanwhile
+                self._failing_since.clear()
+            began = self._failing_since.setdefault(row.id, self.monotonic())
         if row.attempts >= self.config.max_attempts:
-            return Outcome(row.id, row.token, OutboxState.DEAD, "retries_exhausted")
+            if not telegram or self._last_delivered > began:
+                return Outcome(row.id, row.token, OutboxState.DEAD, "retries_exhausted")
+            refund = True
         delay = min(self.config.backoff_cap, self.config.backoff_base * 2 ** (row.attempts - 1))
         delay = delay / 2 + self._rng.uniform(0, delay / 2)
         retry_at = self.clock() + timedelta(seconds=delay)
         if row.expires_at is not None and retry_at > row.expires_at:
             return Outcome(row.id, row.token, OutboxState.DEAD, "expired")
-        return Outcome(row.id, row.token, OutboxState.PENDING, code, retry_at=retry_at)
+        return Outcome(row.id, row.token, OutboxState.PENDING, code, retry_at=retry_at, refund_attempt=refund)
 
     def _flood_wait(self, seconds: float) -> None:
         self.stats.flood_waits += 1
@@ -572,6 +597,8 @@ class Dispatcher:
 
     def _settle(self, outcome: Outcome) -> None:
         self.stats.count(outcome)
+        if outcome.state is not OutboxState.PENDING:
+            self._failing_since.pop(outcome.row_id, None)
         self._unwritten += 1
         self._outcomes.put_nowait(outcome)
 
