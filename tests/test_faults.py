@@ -13,23 +13,30 @@ dispatcher would make in production within several minutes. The tests wait on ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+import psycopg
+from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
 
 from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
+from bot.db.models import AuditEvent, ConsentRecord, Invite, Person, Role, TherapistClientLink
 from bot.delivery import dispatcher_of
 from bot.delivery.dispatcher import DispatcherConfig
 from bot.logs import PrivacyFilter, SeenTexts
 from bot.sandbox.emulator import BotApiEmulator, SimUser
-from tests.fixtures_bot import RunningBot
-from tests.fixtures_delivery import add_people
-from tests.join_support import services
+from tests.fixtures_bot import RunningBot, count_finished_jobs, make_settings, prepare_database
+from tests.fixtures_db import copied_from_template
+from tests.fixtures_delivery import add_people, reachable_user
+from tests.join_support import add_person, client_token, services
 
 REMINDER = "outbox.practice_reminder"
 REMINDER_START = "A gentle reminder"
@@ -100,6 +107,22 @@ async def queue_reminders(bot: RunningBot, people: list[tuple[int, SimUser]], ta
         await services(bot).outbox.enqueue(
             person_id, kind=OutboxKind.REMINDER, idempotency_key=f"{tag}:{person_id}", content_key=REMINDER
         )
+
+
+@asynccontextmanager
+async def running_bot(
+    emulator: BotApiEmulator, database_url: str, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> AsyncIterator[RunningBot]:
+    """The bot as the ``bot`` fixture starts it, with some settings of the test's own."""
+    if not copied_from_template(database_url):
+        await prepare_database(database_url)
+    running = RunningBot(make_settings(emulator, database_url, **settings))
+    count_finished_jobs(running, monkeypatch)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
 
 
 def reminders_received(user: SimUser) -> int:
@@ -174,4 +197,207 @@ async def test_bot_api_faults_lose_nothing_and_duplicate_nothing(
         assert help_replies(user) == 2, "each update answered once: /help and the stray text"
     assert await outbox_states(bot) == Counter({OutboxState.SENT: len(people)})
     assert bot._task is not None and not bot._task.done(), "the bot is still running"
+    assert_nothing_private(logged)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the database plays no part
+async def test_a_send_whose_answer_is_lost_is_sent_again(
+    emulator: BotApiEmulator, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one duplicate the outbox allows (README, "Faults and recovery"): Telegram took the
+    message but its answer did not come back in time (here: later than the send timeout,
+    OUTBOX_LEASE_SECONDS / 2). The bot cannot tell that from a message that never arrived,
+    so it sends it again: the person gets it twice, and the row is recorded as sent once."""
+    async with running_bot(emulator, database_url, monkeypatch, outbox_lease_seconds=5) as bot:
+        [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
+        emulator.inject("sendMessage", delay=3.0, count=1)  # answered after the 2.5 s send timeout
+        await queue_reminders(bot, [(person_id, user)], "lost-answer")
+        await until(lambda: reminders_received(user) == 2, what="sent twice")
+        await bot.outbox_settled()
+        async with services(bot).sessions() as session:
+            [row] = (await session.scalars(select(OutboxMessage))).all()
+        assert (row.state, row.last_error, row.attempts) == (OutboxState.SENT, None, 2)
+        assert reminders_received(user) == 2
+
+
+# -- PostgreSQL: connections killed mid-transaction, the server restarting -----------------------
+
+ONLY_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def kill_before(engine: Any, server_url: str, statement_start: str) -> list[int]:
+    """Terminate the bot's own database session (pg_terminate_backend, waiting until it is
+    gone) right before it runs the next statement beginning with ``statement_start``: the
+    transaction it is in dies half-way. Returns the list of pids killed (filled in later)."""
+    killed: list[int] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def terminate(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if killed or not statement.lstrip().upper().startswith(statement_start.upper()):
+            return
+        pid = conn.connection.driver_connection.info.backend_pid
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        killed.append(pid)
+
+    return killed
+
+
+@ONLY_POSTGRES
+async def test_a_session_killed_mid_transaction_leaves_nothing_half_written(
+    bot: RunningBot, emulator: BotApiEmulator, postgres_server_url: str, logged: io.StringIO
+) -> None:
+    """A client agrees to the consent: one transaction creates them, claims the invite, links
+    them, records the consent, queues the therapist's notice and audits. Its database session
+    is terminated right before the audit rows: none of it stays, the client is told something
+    went wrong, and opening the link again and agreeing enrols them, with exactly one notice
+    to the therapist."""
+    therapist = await add_person(bot, 5550001, Role.THERAPIST, display_name="Dr. Vos")
+    therapist_chat = reachable_user(emulator, user_id=5550001)
+    token = await client_token(bot, therapist)
+    client = emulator.user()
+    await client.send(PRIVATE)  # a stray text first: it must not reach a log either
+    await client.next_message()
+    await client.send(f"/start {token}")
+    await client.press(0, await client.next_message())  # Continue
+    await client.press(0, await client.next_message())  # Read the consent
+    consent = await client.next_message()
+    killed = kill_before(services(bot).engine, postgres_server_url, "INSERT INTO audit_events")
+    await client.press(0, consent)  # I agree
+    apology = await client.next_message()
+    assert killed, "the transaction was cut short"
+    assert apology.content.startswith("Sorry, something went wrong")
+
+    async def stored() -> dict[str, int]:
+        async with services(bot).sessions() as session:
+            return {
+                "people": len((await session.scalars(select(Person.id).where(Person.telegram_id == client.id))).all()),
+                "links": len((await session.scalars(select(TherapistClientLink.id))).all()),
+                "consents": len((await session.scalars(select(ConsentRecord.id))).all()),
+                "notices": len((await session.scalars(select(OutboxMessage.id))).all()),
+                "audits": len((await session.scalars(select(AuditEvent.id).where(AuditEvent.action.in_(["consent.granted", "client.joined"])))).all()),
+                "used invites": len((await session.scalars(select(Invite.id).where(Invite.used_at.is_not(None)))).all()),
+            }
+
+    assert await stored() == dict.fromkeys(["people", "links", "consents", "notices", "audits", "used invites"], 0)
+    # Trying again (the buttons were settled before the failure: the link again); the pool
+    # replaced the dead connection.
+    await client.send(f"/start {token}")
+    await client.press(0, await client.next_message())  # Continue
+    await client.press(0, await client.next_message())  # Read the consent
+    await client.press(0, await client.next_message())  # I agree
+    assert (await client.next_message()).content.startswith("Thank you")  # consent recorded
+    assert await stored() == {"people": 1, "links": 1, "consents": 1, "notices": 1, "audits": 2, "used invites": 1}
+    await until(lambda: len(therapist_chat.messages) == 1, what="the therapist told")
+    await bot.outbox_settled()
+    assert len(therapist_chat.messages) == 1
+    assert_nothing_private(logged)
+
+
+class TcpProxy:
+    """Between the bot and PostgreSQL: ``restart()`` does to the bot what a restart of the
+    server does (every connection dropped, new ones refused) until ``come_back()``, without
+    touching the server other people's tests use."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        link = (writer, up_writer)
+        self._links.add(link)
+        pumps = [asyncio.create_task(self._pump(reader, up_writer)), asyncio.create_task(self._pump(up_reader, writer))]
+        self._tasks.update(pumps)
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for task in pumps:
+            task.cancel()
+            self._tasks.discard(task)
+        self._links.discard(link)
+        writer.transport.abort()
+        up_writer.transport.abort()
+
+    @staticmethod
+    async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+
+    async def restart(self) -> None:
+        """Refuse new connections and drop every open one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for client, upstream in list(self._links):
+            client.transport.abort()
+            upstream.transport.abort()
+
+    async def come_back(self) -> None:
+        await self.start()
+
+    async def close(self) -> None:
+        await self.restart()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+@pytest.fixture
+async def proxied_url(migrated_url: str) -> AsyncIterator[tuple[str, TcpProxy]]:
+    """The test's PostgreSQL database, reached through a :class:`TcpProxy`."""
+    url = make_url(migrated_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    try:
+        yield url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy
+    finally:
+        await proxy.close()
+
+
+@ONLY_POSTGRES
+async def test_the_database_server_restarting(
+    emulator: BotApiEmulator, proxied_url: tuple[str, TcpProxy], monkeypatch: pytest.MonkeyPatch,
+    logged: io.StringIO,
+) -> None:
+    """The server goes away with reminders in flight and people writing. The consumer of
+    updates notices (its leader lock's connection is gone) and stops fetching updates, so
+    what people write waits at Telegram; the outcomes of the sends in flight wait in the
+    dispatcher. When the server is back, every update is answered once and every reminder
+    was sent once and is recorded as sent."""
+    url, proxy = proxied_url
+    async with running_bot(emulator, url, monkeypatch, leader_retry_seconds=0.2) as bot:
+        people = await add_people(services(bot).sessions, emulator, 2)
+        emulator.inject("sendMessage", delay=1.0, count=len(people))  # in flight across the restart
+        await queue_reminders(bot, people, "restart")
+        await until(lambda: len(emulator.calls_to("sendMessage")) == len(people), what="reminders in flight")
+        await proxy.restart()
+        updater = bot.application.updater
+        await until(lambda: updater is not None and not updater.running, what="stopped consuming updates")
+        for _, user in people:
+            await user.send("/help")
+            await user.send(PRIVATE)
+        await until(lambda: all(reminders_received(user) == 1 for _, user in people), what="reminders arrived")
+        dispatcher = dispatcher_of(bot.application)
+        assert dispatcher is not None
+        await until(lambda: dispatcher._unwritten == len(people) and not dispatcher._in_flight,
+                    what="outcomes waiting for the database")
+        assert help_replies(people[0][1]) == 0, "nothing answered while the database is away"
+        await proxy.come_back()
+        for _, user in people:
+            await until(lambda user=user: help_replies(user) == 2, what="answered after the restart")
+        await emulator.updates_processed()
+        await bot.outbox_settled()
+        assert all(reminders_received(user) == 1 and help_replies(user) == 2 for _, user in people)
+        assert await outbox_states(bot) == Counter({OutboxState.SENT: len(people)})
     assert_nothing_private(logged)
