@@ -13,21 +13,30 @@ each ongoing conversation (an int or a string), keyed by the conversation key
 was after the bot restarts.
 
 Writes go to the database immediately in :meth:`update_conversation` (the
-Application calls it from ``update_persistence`` every ``update_interval``
-seconds and on shutdown), so :meth:`flush` has nothing left to do.
+Application calls it from ``update_persistence`` after every update, every
+``update_interval`` seconds and on shutdown). python-telegram-bot hands each change
+over once: a write that fails (the database locked, full or restarting) would be
+lost, and after the next restart the person would be back at an earlier step. So a
+change that could not be written is kept here and written with the next one, by a
+retry in the background until the database takes it, and at the latest by
+:meth:`flush` at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram.ext import BasePersistence, PersistenceInput
 
 from bot.db.repositories import ConversationKey, ConversationStateRepository
 
+_log = logging.getLogger(__name__)
 _NOTHING = PersistenceInput(bot_data=False, chat_data=False, user_data=False, callback_data=False)
 
 Data = dict[Any, Any]
@@ -47,7 +56,12 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
     changed conversations only).
     """
 
-    __slots__ = ("_served", "_session_factory", "_snapshot", "_snapshot_at", "_write_lock")
+    __slots__ = (
+        "_retry", "_served", "_session_factory", "_snapshot", "_snapshot_at", "_unwritten", "_write_lock",
+    )
+
+    #: Seconds between retries of changes that could not be written (doubling up to the cap).
+    RETRY_FIRST, RETRY_CAP = 0.25, 5.0
 
     def __init__(
         self,
@@ -66,6 +80,9 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         self._snapshot: dict[str, dict[ConversationKey, object]] | None = None
         self._snapshot_at = 0.0
         self._served: set[str] = set()
+        #: Changes not in the database yet: (name, key) -> state (None: ended).
+        self._unwritten: dict[tuple[str, ConversationKey], object | None] = {}
+        self._retry: asyncio.Task[None] | None = None
 
     # -- conversations: the only thing stored ------------------------------------
 
@@ -85,17 +102,74 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
                 self._snapshot = await ConversationStateRepository(session).load_all()
             self._snapshot_at, self._served = now, set()
         self._served.add(name)
-        return self._snapshot.pop(name, {})
+        states = self._snapshot.pop(name, {})
+        # Changes not written yet are newer than the database's (a takeover reloads these).
+        for (pending_name, key), state in self._unwritten.items():
+            if pending_name != name:
+                continue
+            if state is None:
+                states.pop(key, None)
+            else:
+                states[key] = state
+        return states
 
     async def update_conversation(
         self, name: str, key: ConversationKey, new_state: object | None
     ) -> None:
+        """Write the change (and any earlier one that could not be written). A failure is
+        raised (python-telegram-bot hands it to the error handler) and retried later."""
         self._snapshot = None
-        async with self._write_lock, self._session_factory() as session, session.begin():
-            await ConversationStateRepository(session).save(name, key, new_state)
+        self._unwritten[(name, key)] = new_state
+        try:
+            await self._write_unwritten()
+        except (SQLAlchemyError, OSError):
+            self._retry_later()
+            raise
+
+    async def _write_unwritten(self) -> None:
+        async with self._write_lock:
+            if not self._unwritten:
+                return
+            batch = dict(self._unwritten)
+            async with self._session_factory() as session, session.begin():
+                repository = ConversationStateRepository(session)
+                for (name, key), state in batch.items():
+                    await repository.save(name, key, state)
+            self._snapshot = None
+            for item, state in batch.items():
+                if item in self._unwritten and self._unwritten[item] == state:  # not changed meanwhile
+                    del self._unwritten[item]
+
+    def _retry_later(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_until_written(), name="persistence-retry")
+
+    async def _retry_until_written(self) -> None:
+        delay = self.RETRY_FIRST
+        _log.warning("%d conversation state(s) could not be saved; retrying", len(self._unwritten))
+        while self._unwritten:
+            await asyncio.sleep(delay)
+            try:
+                await self._write_unwritten()
+            except (SQLAlchemyError, OSError) as exc:
+                delay = min(self.RETRY_CAP, delay * 2)
+                _log.debug("Saving conversation states failed again (%s)", type(exc).__name__)
+        _log.info("Conversation states saved after an earlier failure")
 
     async def flush(self) -> None:
-        """Nothing is buffered: :meth:`update_conversation` writes through."""
+        """At shutdown: a last try for changes that could not be written yet."""
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+            self._retry = None
+        try:
+            await self._write_unwritten()
+        except (SQLAlchemyError, OSError) as exc:
+            _log.warning(
+                "%d conversation state(s) could not be saved at shutdown (%s)",
+                len(self._unwritten), type(exc).__name__,
+            )
 
     # -- user / chat / bot / callback data: deliberately not stored --------------
 

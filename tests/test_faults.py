@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -27,8 +28,10 @@ import psycopg
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
+from bot.db import engine as engine_module
 from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import AuditEvent, ConsentRecord, Invite, Person, Role, TherapistClientLink
+from bot.db.repositories import ConversationStateRepository
 from bot.delivery import dispatcher_of
 from bot.delivery.dispatcher import DispatcherConfig
 from bot.logs import PrivacyFilter, SeenTexts
@@ -400,4 +403,73 @@ async def test_the_database_server_restarting(
         await bot.outbox_settled()
         assert all(reminders_received(user) == 1 and help_replies(user) == 2 for _, user in people)
         assert await outbox_states(bot) == Counter({OutboxState.SENT: len(people)})
+    assert_nothing_private(logged)
+
+
+# -- SQLite: locked, full ---------------------------------------------------------------------------
+
+ONLY_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+#: The bot's SQLite busy timeout in these tests (production: 5 s), so that "locked for
+#: longer than the busy timeout" takes a fraction of a second.
+BUSY_MS = 200
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    pragmas = tuple(
+        f"PRAGMA busy_timeout={BUSY_MS}" if p.startswith("PRAGMA busy_timeout") else p
+        for p in engine_module._SQLITE_PRAGMAS  # noqa: SLF001
+    )
+    monkeypatch.setattr(engine_module, "_SQLITE_PRAGMAS", pragmas)
+
+
+def sqlite_file(database_url: str) -> str:
+    return make_url(database_url).database or ""
+
+
+@contextlib.contextmanager
+def locked(database_url: str) -> Iterator[None]:
+    """Another process's write transaction (BEGIN IMMEDIATE) held on the file: every write of
+    the bot waits its busy timeout and fails with "database is locked"; reads go on (WAL)."""
+    connection = sqlite3.connect(sqlite_file(database_url), isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+async def conversation_state(bot: RunningBot, name: str, user: SimUser) -> object | None:
+    async with services(bot).sessions() as session:
+        return await ConversationStateRepository(session).get(name, (user.id, user.id))
+
+
+@ONLY_SQLITE
+async def test_a_locked_database(
+    short_busy_timeout: None, bot: RunningBot, emulator: BotApiEmulator, database_url: str, logged: io.StringIO
+) -> None:
+    """Locked for longer than the busy timeout: what needs no write is answered, what needs
+    one gets the apology; the conversation step taken meanwhile reaches the database once the
+    lock is gone (it is not lost at the next restart), and the person goes on."""
+    [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
+    with locked(database_url):
+        await user.send("/help")
+        assert not (await user.next_message()).content.startswith("Sorry"), "/help needs no write"
+        await user.send("/timezone")  # a question: its state is written after the update
+        question = await user.next_message()
+        await emulator.updates_processed()
+        await user.send(PRIVATE)  # in the conversation: not a zone, asked again
+        await user.next_message()
+        await emulator.updates_processed()
+        assert await conversation_state(bot, "timezone", user) is None  # could not be written yet
+    await until(lambda: conversation_state(bot, "timezone", user), what="the conversation state saved")
+    await bot.restart()
+    await user.press(0, question)  # a zone button, after the restart: the conversation goes on
+    answer = await user.next_message()
+    assert answer.content.startswith("Done: your time zone is now Europe/London")
+    async with services(bot).sessions() as session:
+        person = await session.get(Person, person_id)
+    assert person is not None and person.timezone == "Europe/London"
+    assert await conversation_state(bot, "timezone", user) is None  # ended
     assert_nothing_private(logged)
