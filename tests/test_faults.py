@@ -566,3 +566,32 @@ async def test_a_full_disk(bot: RunningBot, emulator: BotApiEmulator, database_u
     assert bot._task is not None and not bot._task.done(), "the bot is still running"
     assert_nothing_private(logged)
 
+
+@ONLY_SQLITE
+async def test_an_outcome_waits_for_the_database_and_its_message_is_not_sent_again(
+    short_busy_timeout: None, bot: RunningBot, emulator: BotApiEmulator, database_url: str
+) -> None:
+    """A reminder is sent while the database is locked, for longer than the row's lease: its
+    outcome waits in the dispatcher, and when the database is back it is recorded before any
+    lease is released, so the reminder is not sent a second time."""
+    dispatcher = dispatcher_of(bot.application)
+    assert dispatcher is not None
+    dispatcher.config = dataclasses.replace(
+        dispatcher.config, lease=timedelta(seconds=2), lease_sweep_seconds=0.05
+    )
+    [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
+    emulator.inject("sendMessage", delay=0.5, count=1)
+    await queue_reminders(bot, [(person_id, user)], "locked")
+    await until(lambda: len(emulator.calls_to("sendMessage")) == 1, what="the reminder in flight")
+    with locked(database_url):
+        await until(lambda: reminders_received(user) == 1, what="the reminder arrived")
+        async with services(bot).sessions() as session:
+            [row] = (await session.scalars(select(OutboxMessage))).all()
+        assert row.state is OutboxState.SENDING and row.lease_until is not None
+        await until(lambda: utcnow() > row.lease_until + timedelta(seconds=0.2), what="the lease over")
+        assert dispatcher._unwritten == 1  # noqa: SLF001 - the outcome waits
+    await bot.outbox_settled()
+    async with services(bot).sessions() as session:
+        [row] = (await session.scalars(select(OutboxMessage))).all()
+    assert (row.state, row.attempts) == (OutboxState.SENT, 1)
+    assert reminders_received(user) == 1

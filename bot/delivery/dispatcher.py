@@ -43,7 +43,9 @@ past expires_at              dead (a reminder is dropped, not sent hours late)
 Crash semantics: 'sending' is committed before the Telegram call and the outcome after it.
 If the process dies in between, its rows stay 'sending' until their lease
 (OUTBOX_LEASE_SECONDS) runs out, and are then sent again: the only duplicates possible are
-rows that were in flight at the crash. A clean stop sends nothing new, waits for the sends
+rows that were in flight at the crash, and rows whose answer from Telegram was lost (a
+network error or a timeout after Telegram took the message looks like one before it did;
+the Bot API has no idempotency key). A clean stop sends nothing new, waits for the sends
 in flight, records them and puts the rows it had claimed but not started back to pending.
 """
 
@@ -326,7 +328,9 @@ class Dispatcher:
             self._next_heartbeat = mono + self.config.heartbeat_seconds
             live = await self.registry.heartbeat(now, consuming_updates=self.consuming_updates)
             self.pacer.rate = self.config.rate_per_second / max(1, live)
-        if mono >= self._next_sweep:
+        # Not while outcomes of ours wait to be written (the database was away): their rows'
+        # leases may have run out meanwhile, and releasing them would send them again.
+        if mono >= self._next_sweep and not self._unwritten:
             self._next_sweep = mono + self.config.lease_sweep_seconds
             await self.store.release_expired_leases(now)
         if mono >= self._next_purge:
