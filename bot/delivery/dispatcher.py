@@ -247,6 +247,7 @@ class Dispatcher:
         #: A row is given up only if messages got through in between (see _retry).
         self._last_delivered = -math.inf
         self._failing_since: dict[int, float] = {}
+        self._write_failing = False  # the writer's last attempt to record outcomes failed
         self._send_kwargs: dict[str, Any] = (
             {"rate_limit_args": NO_RETRIES}
             if isinstance(bot, ExtBot) and bot.rate_limiter is not None
@@ -328,9 +329,9 @@ class Dispatcher:
             self._next_heartbeat = mono + self.config.heartbeat_seconds
             live = await self.registry.heartbeat(now, consuming_updates=self.consuming_updates)
             self.pacer.rate = self.config.rate_per_second / max(1, live)
-        # Not while outcomes of ours wait to be written (the database was away): their rows'
-        # leases may have run out meanwhile, and releasing them would send them again.
-        if mono >= self._next_sweep and not self._unwritten:
+        # Not while outcomes of ours wait for a retry of their write (the database was away):
+        # their rows' leases may have run out meanwhile, and releasing them would send them again.
+        if mono >= self._next_sweep and not self._write_failing:
             self._next_sweep = mono + self.config.lease_sweep_seconds
             await self.store.release_expired_leases(now)
         if mono >= self._next_purge:
@@ -629,8 +630,10 @@ class Dispatcher:
         for attempt in itertools.count(1):
             try:
                 await self.store.record(batch, self.clock())
+                self._write_failing = False
                 break
             except (SQLAlchemyError, OSError) as exc:
+                self._write_failing = True
                 _log.warning("Recording %d outbox outcome(s) failed (%s)", len(batch), type(exc).__name__)
                 if giving_up and attempt >= 3:
                     break  # their rows stay 'sending' until the lease expires
