@@ -223,15 +223,15 @@ async def test_a_send_whose_answer_is_lost_is_sent_again(
     bot: RunningBot, emulator: BotApiEmulator
 ) -> None:
     """The one duplicate the outbox allows (README, "Faults and recovery"): Telegram took the
-    message but its answer did not come back in time (here: later than the send timeout, 1 s
-    with the 2 s lease of this test; OUTBOX_LEASE_SECONDS / 2 in production). The bot cannot
+    message but its answer did not come back in time (here: later than the send timeout, 2 s
+    with the 4 s lease of this test; OUTBOX_LEASE_SECONDS / 2 in production). The bot cannot
     tell that from a message that never arrived, so it sends it again: the person gets it
     twice, and the row is recorded as sent once."""
     dispatcher = dispatcher_of(bot.application)
     assert dispatcher is not None
-    dispatcher.config = dataclasses.replace(dispatcher.config, lease=timedelta(seconds=2))
+    dispatcher.config = dataclasses.replace(dispatcher.config, lease=timedelta(seconds=4))
     [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
-    emulator.inject("sendMessage", delay=1.5, count=1)  # answered after the send timeout
+    emulator.inject("sendMessage", delay=3.0, count=1)  # answered after the send timeout
     await queue_reminders(bot, [(person_id, user)], "lost-answer")
     await until(lambda: reminders_received(user) == 2, what="sent twice")
     await bot.outbox_settled()
@@ -577,10 +577,10 @@ async def test_an_outcome_waits_for_the_database_and_its_message_is_not_sent_aga
     dispatcher = dispatcher_of(bot.application)
     assert dispatcher is not None
     dispatcher.config = dataclasses.replace(
-        dispatcher.config, lease=timedelta(seconds=2), lease_sweep_seconds=0.05
+        dispatcher.config, lease=timedelta(seconds=4), lease_sweep_seconds=0.05  # sends time out after 2 s
     )
     [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
-    emulator.inject("sendMessage", delay=0.5, count=1)
+    emulator.inject("sendMessage", delay=1.0, count=1)  # in flight until the lock is taken
     await queue_reminders(bot, [(person_id, user)], "locked")
     await until(lambda: len(emulator.calls_to("sendMessage")) == 1, what="the reminder in flight")
     with locked(database_url):
