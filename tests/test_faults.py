@@ -509,6 +509,7 @@ async def test_a_locked_database(
     async with services(bot).sessions() as session:
         person = await session.get(Person, person_id)
     assert person is not None and person.timezone == "Europe/London"
+    await emulator.updates_processed()  # the state is written after the answer
     assert await conversation_state(bot, "timezone", user) is None  # ended
     assert_nothing_private(logged)
 
