@@ -465,13 +465,15 @@ def sqlite_file(database_url: str) -> str:
     return make_url(database_url).database or ""
 
 
-@contextlib.contextmanager
-def locked(database_url: str) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def locked(database_url: str) -> AsyncIterator[None]:
     """Another process's write transaction (BEGIN IMMEDIATE) held on the file: every write of
-    the bot waits its busy timeout and fails with "database is locked"; reads go on (WAL)."""
-    connection = sqlite3.connect(sqlite_file(database_url), isolation_level=None)
+    the bot waits its busy timeout and fails with "database is locked"; reads go on (WAL).
+    Taken in a thread: a write of the bot's under way must be able to finish meanwhile."""
+    connection = sqlite3.connect(sqlite_file(database_url), isolation_level=None, timeout=30,
+                                 check_same_thread=False)
     try:
-        connection.execute("BEGIN IMMEDIATE")
+        await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
         yield
         connection.execute("ROLLBACK")
     finally:
@@ -491,7 +493,7 @@ async def test_a_locked_database(
     one gets the apology; the conversation step taken meanwhile reaches the database once the
     lock is gone (it is not lost at the next restart), and the person goes on."""
     [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
-    with locked(database_url):
+    async with locked(database_url):
         await user.send("/help")
         assert not (await user.next_message()).content.startswith("Sorry"), "/help needs no write"
         await user.send("/timezone")  # a question: its state is written after the update
@@ -522,7 +524,7 @@ async def disk_full(bot: RunningBot, database_url: str) -> AsyncIterator[None]:
     for. Other small writes may still fit in free space inside pages, as on a real full disk.
     Leaving deletes the filler: the space is free again, the bot is not told."""
     engine = services(bot).engine
-    admin = sqlite3.connect(sqlite_file(database_url), isolation_level=None)
+    admin = sqlite3.connect(sqlite_file(database_url), isolation_level=None, timeout=30, check_same_thread=False)
     limit = admin.execute("PRAGMA page_count").fetchone()[0]
     admin.execute(f"PRAGMA max_page_count={limit}")
 
@@ -534,14 +536,22 @@ async def disk_full(bot: RunningBot, database_url: str) -> AsyncIterator[None]:
     event.listen(engine.sync_engine, "connect", cannot_grow)
     await engine.dispose()  # pooled connections open again, with the limit
     filler = "INSERT INTO audit_events (occurred_at, action) VALUES ('2000-01-01 00:00:00', 'filler')"
-    try:
-        with contextlib.suppress(sqlite3.OperationalError):  # "database or disk is full"
-            while True:
+
+    def fill() -> None:  # in a thread: a write of the bot's under way must be able to finish
+        while True:
+            try:
                 admin.execute(filler)
+            except sqlite3.OperationalError as exc:
+                if "full" in str(exc):
+                    return
+                raise
+
+    try:
+        await asyncio.to_thread(fill)
         yield
     finally:
         event.remove(engine.sync_engine, "connect", cannot_grow)
-        admin.execute("DELETE FROM audit_events WHERE action = 'filler'")
+        await asyncio.to_thread(admin.execute, "DELETE FROM audit_events WHERE action = 'filler'")
         admin.close()
 
 
@@ -584,7 +594,7 @@ async def test_an_outcome_waits_for_the_database_and_its_message_is_not_sent_aga
     emulator.inject("sendMessage", delay=1.0, count=1)  # in flight until the lock is taken
     await queue_reminders(bot, [(person_id, user)], "locked")
     await until(lambda: len(emulator.calls_to("sendMessage")) == 1, what="the reminder in flight")
-    with locked(database_url):
+    async with locked(database_url):
         await until(lambda: reminders_received(user) == 1, what="the reminder arrived")
         async with services(bot).sessions() as session:
             [row] = (await session.scalars(select(OutboxMessage))).all()
