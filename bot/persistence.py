@@ -20,7 +20,9 @@ seconds and on shutdown), so :meth:`flush` has nothing left to do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,7 +49,7 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
     changed conversations only).
     """
 
-    __slots__ = ("_served", "_session_factory", "_snapshot", "_snapshot_at", "_write_lock")
+    __slots__ = ("_collected", "_served", "_session_factory", "_snapshot", "_snapshot_at", "_write_lock")
 
     def __init__(
         self,
@@ -66,6 +68,9 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         self._snapshot: dict[str, dict[ConversationKey, object]] | None = None
         self._snapshot_at = 0.0
         self._served: set[str] = set()
+        # While the inbox consumer processes an update (bot.inbox): the states it changes,
+        # written with the row's completion instead of one by one.
+        self._collected: dict[tuple[str, ConversationKey], object | None] | None = None
 
     # -- conversations: the only thing stored ------------------------------------
 
@@ -91,8 +96,39 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         self, name: str, key: ConversationKey, new_state: object | None
     ) -> None:
         self._snapshot = None
+        if self._collected is not None:
+            self._collected[(name, key)] = new_state
+            return
         async with self._write_lock, self._session_factory() as session, session.begin():
             await ConversationStateRepository(session).save(name, key, new_state)
+
+    # -- the inbox: an update's states and its completion in one transaction ------------------
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[dict[tuple[str, ConversationKey], object | None]]:
+        """While inside, state writes are kept (the latest per conversation) instead of
+        written: the inbox consumer processes one update at a time, so every write meanwhile
+        belongs to that update (or is a timer's, which may as well go with it)."""
+        collected: dict[tuple[str, ConversationKey], object | None] = {}
+        self._collected = collected
+        try:
+            yield collected
+        finally:
+            self._collected = None
+
+    async def write_states(
+        self,
+        states: dict[tuple[str, ConversationKey], object | None],
+        *,
+        also: Callable[[AsyncSession], Awaitable[None]],
+    ) -> None:
+        """Write collected states and run ``also`` in one transaction."""
+        self._snapshot = None
+        async with self._write_lock, self._session_factory() as session, session.begin():
+            repository = ConversationStateRepository(session)
+            for (name, key), state in states.items():
+                await repository.save(name, key, state)
+            await also(session)
 
     async def flush(self) -> None:
         """Nothing is buffered: :meth:`update_conversation` writes through."""
