@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.context import SERVICES_KEY, BotContext
 from bot.delivery import start_delivery
 from bot.delivery.ratelimit import bot_rate_limiter
-from bot.inbox import InboxQueue
+from bot.inbox import InboxQueue, PollingBot
 from bot.persistence import SqlPersistence
 from bot.services import Services
 
@@ -56,7 +56,8 @@ def build_application(
     )
     # Polling puts every fetched update into the inbox (committed) before PTB confirms the
     # offset; the inbox consumer, not the Application's update_queue, processes them (bot.inbox).
-    application.updater = Updater(application.bot, InboxQueue(services.inbox))
+    queue = InboxQueue(services.inbox)
+    application.updater = Updater(PollingBot(application.bot, queue), queue)  # type: ignore[arg-type]
     application.bot_data[SERVICES_KEY] = services
     handlers.register(application)
     return application

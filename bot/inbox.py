@@ -6,9 +6,9 @@ update is first written to the ``inbox`` table (bot.db.delivery_models.InboxUpda
 then confirmed:
 
 * **Polling**: the leader's ``Updater`` puts fetched updates into an :class:`InboxQueue`
-  instead of an ``asyncio.Queue``; its ``put`` returns once the row is committed. PTB
-  confirms a batch (the next getUpdates ``offset``) only after every ``put`` of it returned,
-  so the offset never passes an update that is not stored.
+  instead of an ``asyncio.Queue``. PTB confirms a batch only with the ``offset`` of its next
+  getUpdates; the Updater's bot (:class:`PollingBot`) commits the batch, in one transaction,
+  right before that call, so the offset never passes an update that is not stored.
 * **Webhook**: every instance serves the webhook (bot.webhook) and answers 200 only after the
   row is committed; an error is answered 503, and Telegram sends the update again.
 * A repeated ``update_id`` (Telegram retrying, two instances, a replay) is stored once
@@ -129,25 +129,35 @@ class Inbox:
     async def receive(self, update: Update) -> bool:
         """Store ``update`` (committed when this returns). False if its update_id was stored
         before (it is not stored again)."""
+        return await self.receive_many([update]) == 1
+
+    async def receive_many(self, updates: list[Update]) -> int:
+        """Store ``updates`` in one transaction (committed when this returns); how many were
+        new (an update_id stored before is not stored again)."""
+        if not updates:
+            return 0
         now = utcnow()
         owner = key_owner_at(now)
         await self._crypto.ensure_writable([owner])
-        row_id = new_row_id()
-        payload = json.dumps(update.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
-        sealed = self._crypto.seal(payload, table=TABLE, column="payload", row_id=row_id, owner_id=owner)
-        chat, user = update.effective_chat, update.effective_user
-        values = dict(
-            id=row_id, update_id=update.update_id, chat_id=chat.id if chat else None,
-            user_id=user.id if user else None, key_owner=owner, payload=Sealed(sealed), received_at=now,
-        )
+        rows = []
+        for update in updates:
+            row_id = new_row_id()
+            payload = json.dumps(update.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+            sealed = self._crypto.seal(payload, table=TABLE, column="payload", row_id=row_id, owner_id=owner)
+            chat, user = update.effective_chat, update.effective_user
+            rows.append(dict(
+                id=row_id, update_id=update.update_id, chat_id=chat.id if chat else None,
+                user_id=user.id if user else None, key_owner=owner, payload=Sealed(sealed), received_at=now,
+            ))
+        table = InboxUpdate.__table__
         async with self._sessions.begin() as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             result = await session.execute(
-                insert(InboxUpdate).values(**values).on_conflict_do_nothing(index_elements=["update_id"])
+                insert(table).values(rows).on_conflict_do_nothing(index_elements=["update_id"])
             )
         self.arrived.set()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def unprocessed(self, limit: int = BATCH) -> list[Stored]:
         """The oldest unprocessed rows, in update_id order, decrypted."""
@@ -176,7 +186,8 @@ class Inbox:
     @staticmethod
     async def mark_processed(session: AsyncSession, row_id: int) -> None:
         """In the caller's transaction (the one writing the update's conversation states)."""
-        await session.execute(update(InboxUpdate).where(InboxUpdate.id == row_id).values(processed_at=utcnow()))
+        table = InboxUpdate.__table__
+        await session.execute(update(table).where(table.c.id == row_id).values(processed_at=utcnow()))
 
     async def backlog(self) -> int:
         """Rows not processed yet."""
@@ -217,30 +228,56 @@ class Inbox:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-class InboxQueue(asyncio.Queue):  # type: ignore[type-arg]
-    """What the polling ``Updater`` puts fetched updates into: ``put`` stores the update in
-    the inbox and returns once it is committed (retrying while the database fails), so PTB
-    confirms the offset only for stored updates. Nothing is ever taken out of it."""
+RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
-    RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+class InboxQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """What the polling ``Updater`` puts fetched updates into. ``put`` collects the batch of
+    one getUpdates; :meth:`flush` stores it in one transaction (retrying while the database
+    fails). :class:`PollingBot` flushes before each getUpdates, whose ``offset`` is what
+    confirms the previous batch to Telegram: nothing is confirmed before it is committed.
+    Nothing is ever taken out of this queue."""
 
     def __init__(self, inbox: Inbox) -> None:
         super().__init__()
         self._inbox = inbox
+        self._batch: list[Update] = []
 
     async def put(self, item: object) -> None:
-        if not isinstance(item, Update):
-            return
-        for attempt in range(1_000_000):
-            try:
-                await self._inbox.receive(item)
-                return
-            except Exception as exc:  # noqa: BLE001 - the database: keep trying, never confirm
-                _log.warning("Inbox: storing an update failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
+        if isinstance(item, Update):
+            self._batch.append(item)
 
     def put_nowait(self, item: object) -> None:
         raise RuntimeError("the inbox stores updates with `await put()`")
+
+    async def flush(self) -> None:
+        for attempt in range(1_000_000):
+            if not self._batch:
+                return
+            try:
+                await self._inbox.receive_many(self._batch)
+                self._batch = []
+            except Exception as exc:  # noqa: BLE001 - the database: keep trying, never confirm
+                _log.warning("Inbox: storing updates failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+
+
+class PollingBot:
+    """The bot as the polling ``Updater`` sees it: the application's bot, except that
+    ``get_updates`` first commits the previous batch to the inbox (:meth:`InboxQueue.flush`).
+    PTB's Updater confirms a batch only through the offset of its next getUpdates (also the
+    one it sends when it stops), so this is the moment between "stored" and "confirmed"."""
+
+    def __init__(self, bot: Any, queue: InboxQueue) -> None:
+        self._bot = bot
+        self._queue = queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bot, name)
+
+    async def get_updates(self, *args: Any, **kwargs: Any) -> Any:
+        await self._queue.flush()
+        return await self._bot.get_updates(*args, **kwargs)
 
 
 class InboxConsumer:
@@ -335,7 +372,7 @@ class InboxConsumer:
                     raise
                 _log.warning("Inbox: completing update %s failed (%s); retrying",
                              stored.update_id, type(exc).__name__)
-                await asyncio.sleep(InboxQueue.RETRY_SECONDS[min(attempt, len(InboxQueue.RETRY_SECONDS) - 1)])
+                await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
 
     async def _purge(self) -> None:
         try:

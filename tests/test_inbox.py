@@ -46,7 +46,7 @@ def answer_keys(messages) -> list[str]:
 
 
 class Gate:
-    """Holds ``Inbox.receive`` until opened (and can make it fail a number of times)."""
+    """Holds ``Inbox.receive_many`` until opened (and can make it fail a number of times)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, failures: int = 0, closed: bool = False) -> None:
         self.entered = asyncio.Event()
@@ -55,18 +55,18 @@ class Gate:
             self.opened.set()
         self.failures = failures
         self.received: list[dict] = []
-        original = Inbox.receive
+        original = Inbox.receive_many
 
-        async def receive(inbox: Inbox, update):  # type: ignore[no-untyped-def]
+        async def receive_many(inbox: Inbox, updates):  # type: ignore[no-untyped-def]
             self.entered.set()
             await self.opened.wait()
             if self.failures > 0:
                 self.failures -= 1
                 raise ConnectionError("the database went away")
-            self.received.append(update.to_dict())
-            return await original(inbox, update)
+            self.received.extend(update.to_dict() for update in updates)
+            return await original(inbox, updates)
 
-        monkeypatch.setattr(Inbox, "receive", receive)
+        monkeypatch.setattr(Inbox, "receive_many", receive_many)
 
 
 # -- polling ---------------------------------------------------------------------------------

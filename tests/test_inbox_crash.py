@@ -4,7 +4,8 @@ most the one being processed at the kill (bot.inbox: "what once means"), and eac
 answers come in the order of its updates. The bot runs as a real process (`imrs-bot run`);
 replies are counted at the emulator.
 
-Each case takes about 15-25 s (two process starts and 500 updates): marked slow."""
+Each case takes 40-80 s on a busy 2-core machine (two process starts, 500 updates through the
+whole bot, about 10 updates/s there): marked slow."""
 
 from __future__ import annotations
 
