@@ -251,15 +251,20 @@ class InboxQueue(asyncio.Queue):  # type: ignore[type-arg]
         raise RuntimeError("the inbox stores updates with `await put()`")
 
     async def flush(self) -> None:
-        for attempt in range(1_000_000):
+        """Store the batch, trying for about 10 s while the database fails; then raise, so
+        that the getUpdates waiting for this is not sent (PTB's polling loop logs the error
+        and calls again; its last call when stopping gives up), and nothing is confirmed."""
+        for attempt in range(len(RETRY_SECONDS) + 1):
             if not self._batch:
                 return
             try:
                 await self._inbox.receive_many(self._batch)
                 self._batch = []
-            except Exception as exc:  # noqa: BLE001 - the database: keep trying, never confirm
+            except Exception as exc:  # noqa: BLE001 - the database: try again, never confirm
+                if attempt == len(RETRY_SECONDS):
+                    raise
                 _log.warning("Inbox: storing updates failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+                await asyncio.sleep(RETRY_SECONDS[attempt])
 
 
 class PollingBot:
