@@ -1,15 +1,13 @@
 """the durable inbox of updates
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-02
 
 * ``inbox``: every update from Telegram, stored before Telegram is told it was received,
   deduplicated by ``update_id``; the payload (the update's JSON) is encrypted under the key
   of the hour it arrived in (``key_owner``); processed rows are deleted after
   INBOX_RETENTION_SECONDS (bot.inbox).
-
-(Written beside another 0015; it revises 0014 until the two are put in one line.)
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | Sequence[str] | None = "0014"
+down_revision: str | Sequence[str] | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
