@@ -96,7 +96,7 @@ async def test_two_webhook_instances_behind_a_proxy_and_the_consumer_killed(
                 found = [await health(port) for port in ports]
                 return all(found) and sorted(h["role"] for h in found) == ["consumer", "standby"]  # type: ignore[index]
 
-            await wait_until(both_up, 60, "both instances healthy, one consuming", interval=0.1)
+            await wait_until(both_up, 180, "both instances healthy, one consuming", interval=0.1)
             roles = [(await health(port))["role"] for port in ports]  # type: ignore[index]
             leader = roles.index("consumer")
 
