@@ -29,9 +29,10 @@ marks the row processed.
   a failing database) is processed again by the next consumer, from the conversation states
   before it. What its handlers had already done outside that transaction may happen twice:
   a reply already sent is sent again (Telegram messages cannot be taken back), and a
-  service write committed by the handler (an answer saved, an exercise's rating stored) is
-  written again; these writes are idempotent or keyed by the conversation's step, so the
-  stored data is the same. An exercise already under way (its step timers run as JobQueue
+  service write the handler had committed is made again from the same state: one that sets
+  a value in place (an answer saved, a preference) ends the same; one that adds a row (an
+  audit event, a practice run) may add a second; the outbox's idempotency keys keep a
+  queued message single (the handlers have not been reviewed one by one for this). An exercise already under way (its step timers run as JobQueue
   jobs after the update) is resumed by ``exercises.on_consuming`` as after any restart.
   So: at most one update per consumer crash (the one in progress) can be answered twice;
   none is lost, none other is repeated.
