@@ -6,13 +6,14 @@ import logging
 from zoneinfo import ZoneInfo
 
 from telegram.constants import ParseMode
-from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, Updater
 
 import handlers
 from bot.config import Settings
 from bot.context import SERVICES_KEY, BotContext
 from bot.delivery import start_delivery
 from bot.delivery.ratelimit import bot_rate_limiter
+from bot.inbox import InboxQueue, PollingBot
 from bot.persistence import SqlPersistence
 from bot.services import Services
 
@@ -50,8 +51,13 @@ def build_application(
         # ConversationHandler needs updates of one person processed in order.
         .concurrent_updates(False)
         .post_init(post_init)
+        .updater(None)  # replaced below: polling goes into the inbox
         .build()
     )
+    # Polling puts every fetched update into the inbox (committed) before PTB confirms the
+    # offset; the inbox consumer, not the Application's update_queue, processes them (bot.inbox).
+    queue = InboxQueue(services.inbox)
+    application.updater = Updater(PollingBot(application.bot, queue), queue)  # type: ignore[arg-type]
     application.bot_data[SERVICES_KEY] = services
     handlers.register(application)
     return application

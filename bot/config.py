@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     reminder_grace_minutes: int = Field(default=60, ge=1, le=24 * 60)
     # PostgreSQL: how often a standby instance tries to take over consuming updates.
     leader_retry_seconds: float = Field(default=2.0, gt=0, le=60)
+    # The inbox (bot.inbox): processed updates are deleted after this many seconds; the
+    # consumer looks for updates other instances stored this often (its own wake it at once).
+    inbox_retention_seconds: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
+    inbox_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     # A factor on every timing of the paced exercises (breathing, muscle relaxation): 1.0 in
     # production; smaller for demonstrations and tests.
     practice_time_scale: float = Field(default=1.0, gt=0, le=10)

@@ -17,6 +17,8 @@ SERVICES_KEY = "services"
 # bot_data: ``async hook(application, consuming: bool)`` called when this instance starts or
 # stops consuming updates (bot.runtime); handlers register them (handlers/__init__.py).
 CONSUMING_HOOKS_KEY = "on_consuming"
+# bot_data: this instance's bot.delivery.leadership.UpdateConsumer (``.consuming``).
+UPDATE_CONSUMER_KEY = "update_consumer"
 
 
 class BotContext(CallbackContext[ExtBot, dict, dict, dict]):

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,7 +58,8 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
     """
 
     __slots__ = (
-        "_retry", "_served", "_session_factory", "_snapshot", "_snapshot_at", "_unwritten", "_write_lock",
+        "_collected", "_retry", "_served", "_session_factory", "_snapshot", "_snapshot_at", "_unwritten",
+        "_write_lock",
     )
 
     #: Seconds between retries of changes that could not be written (doubling up to the cap).
@@ -83,6 +85,9 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         #: Changes not in the database yet: (name, key) -> state (None: ended).
         self._unwritten: dict[tuple[str, ConversationKey], object | None] = {}
         self._retry: asyncio.Task[None] | None = None
+        # While the inbox consumer processes an update (bot.inbox): the states it changes,
+        # written with the row's completion instead of one by one.
+        self._collected: dict[tuple[str, ConversationKey], object | None] | None = None
 
     # -- conversations: the only thing stored ------------------------------------
 
@@ -119,6 +124,9 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         """Write the change (and any earlier one that could not be written). A failure is
         raised (python-telegram-bot hands it to the error handler) and retried later."""
         self._snapshot = None
+        if self._collected is not None:
+            self._collected[(name, key)] = new_state
+            return
         self._unwritten[(name, key)] = new_state
         try:
             await self._write_unwritten()
@@ -155,6 +163,39 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
                 delay = min(self.RETRY_CAP, delay * 2)
                 _log.debug("Saving conversation states failed again (%s)", type(exc).__name__)
         _log.info("Conversation states saved after an earlier failure")
+
+    # -- the inbox: an update's states and its completion in one transaction ------------------
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[dict[tuple[str, ConversationKey], object | None]]:
+        """While inside, state writes are kept (the latest per conversation) instead of
+        written: the inbox consumer processes one update at a time, so every write meanwhile
+        belongs to that update (or is a timer's, which may as well go with it)."""
+        collected: dict[tuple[str, ConversationKey], object | None] = {}
+        self._collected = collected
+        try:
+            yield collected
+        finally:
+            self._collected = None
+
+    async def write_states(
+        self,
+        states: dict[tuple[str, ConversationKey], object | None],
+        *,
+        also: Callable[[AsyncSession], Awaitable[None]],
+    ) -> None:
+        """Write collected states and run ``also`` in one transaction (with any earlier change
+        that could not be written, which must not later overwrite these)."""
+        self._snapshot = None
+        async with self._write_lock:
+            batch = {**self._unwritten, **states}
+            async with self._session_factory() as session, session.begin():
+                repository = ConversationStateRepository(session)
+                for (name, key), state in batch.items():
+                    await repository.save(name, key, state)
+                await also(session)
+            for item in batch:
+                self._unwritten.pop(item, None)
 
     async def flush(self) -> None:
         """At shutdown: a last try for changes that could not be written yet."""

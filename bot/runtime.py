@@ -20,7 +20,7 @@ from bot.app import build_application
 from bot.callbacks import CallbackCodec
 from bot.config import Settings
 from bot.content import Content
-from bot.context import CONSUMING_HOOKS_KEY
+from bot.context import CONSUMING_HOOKS_KEY, SERVICES_KEY, UPDATE_CONSUMER_KEY
 from bot.crypto.fields import FieldCrypto
 from bot.crypto.keyring import EMBEDDED_KEYS_FILE, Keyring, load_keyring
 from bot.crypto.keystore import SHARED_KEYSTORE_WARNING, KeyStore, resolve_keystore_url
@@ -54,6 +54,7 @@ from bot.services.preferences import PreferencesService
 from bot.services.safety_plan import SafetyPlanService
 from bot.safety.resources import load_crisis_lines
 from bot.services.broadcasts import BroadcastService
+from bot.inbox import Inbox, InboxConsumer
 
 _log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ async def open_services(
         checkins=CheckInService(sessions, outbox, listeners=[summaries.on_check_in_completed]),
         summaries=summaries,
         broadcasts=broadcasts,
+        inbox=Inbox(sessions, crypto, retention_seconds=settings.inbox_retention_seconds),
     )
 
 
@@ -171,9 +173,10 @@ async def run_bot(
     """Serve updates until ``stop`` is set (or forever), then shut down cleanly.
 
     Polling by default; with ``webhook`` the project's webhook server on ``settings.port``
-    (see ``bot.webhook``). ``ready`` gets the application once updates are being received:
-    with PostgreSQL, once this instance holds the leader lock (a standby delivers the outbox
-    meanwhile; see ``bot.delivery.leadership``)."""
+    (see ``bot.webhook``), on every instance: each stores what it receives in the inbox
+    (bot.inbox). ``ready`` gets the application once updates are being consumed: with
+    PostgreSQL, once this instance holds the leader lock (a standby delivers the outbox, and
+    stores webhook updates, meanwhile; see ``bot.delivery.leadership``)."""
     stop = stop or asyncio.Event()
     owns_services = services is None
     services = services or await open_services(settings)
@@ -187,14 +190,21 @@ async def run_bot(
                 if ready is not None and not ready.done():
                     ready.set_result(application)
 
+            servers: list[Any] = []
             try:
                 await application.start()
+                if webhook:  # every instance takes webhook updates into the inbox
+                    from bot.webhook import start_webhook_server
+
+                    servers.append(await start_webhook_server(application, settings))
                 # Every instance delivers the outbox; with PostgreSQL only the one holding the
                 # leader lock consumes updates (bot.delivery.leadership). Returns once `stop` is set.
                 consumer = _update_consumer(application, settings, webhook=webhook, poll_timeout=poll_timeout)
                 await consumer.run(stop, on_consuming=consuming)
             finally:
                 _log.info("Stopping")
+                while servers:
+                    servers.pop().stop()
                 await stop_delivery(application)
             await application.stop()
     finally:
@@ -222,24 +232,22 @@ async def start_bot_task(
 def _update_consumer(
     application: Application, settings: Settings, *, webhook: bool, poll_timeout: int
 ) -> UpdateConsumer:
-    """Polling or the webhook server, started while this instance holds the leader lock."""
-    servers: list[Any] = []
+    """While this instance holds the leader lock: polling into the inbox (not with webhooks:
+    every instance's server stores them) and the inbox consumer."""
     mode = "webhook" if webhook else "polling"
+    services = application.bot_data[SERVICES_KEY]
+    inbox_consumer = InboxConsumer(application, services.inbox, poll_seconds=settings.inbox_poll_seconds)
 
     async def start() -> None:
-        if webhook:
-            from bot.webhook import start_webhook_server
-
-            servers.append(await start_webhook_server(application, settings))
-        else:
+        inbox_consumer.start()
+        if not webhook:
             await _start_polling(application, poll_timeout)
         _log.info("Bot @%s is running (%s)", application.bot.username, mode)
 
     async def stop() -> None:
-        while servers:
-            servers.pop().stop()
         if application.updater and application.updater.running:
-            await application.updater.stop()
+            await application.updater.stop()  # confirms only what the inbox stored
+        await inbox_consumer.stop()
 
     async def changed(consuming: bool) -> None:
         dispatcher = dispatcher_of(application)
@@ -248,7 +256,7 @@ def _update_consumer(
         for hook in application.bot_data.get(CONSUMING_HOOKS_KEY, ()):
             await hook(application, consuming)
 
-    return UpdateConsumer(
+    consumer = UpdateConsumer(
         application,
         leader_lock_for(settings.database_url),
         start=start,
@@ -256,6 +264,8 @@ def _update_consumer(
         retry_seconds=settings.leader_retry_seconds,
         on_change=changed,
     )
+    application.bot_data[UPDATE_CONSUMER_KEY] = consumer  # /healthcheck reports the role
+    return consumer
 
 
 async def _start_polling(application: Application, poll_timeout: int) -> None:

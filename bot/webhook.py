@@ -3,6 +3,9 @@
 A small tornado application (tornado comes with python-telegram-bot's webhook extra), in
 the spirit of PTB's ``customwebhookbot`` example: PTB's built-in webhook server has no
 health check route. Updates are accepted only with the secret token Telegram was given.
+Every instance serves it: an update is stored in the inbox (bot.inbox) and answered 200
+once committed (503 when storing failed, so that Telegram sends it again); the leader
+consumes the inbox.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from urllib.parse import urlsplit
 
 import tornado.httpserver
 import tornado.web
-from sqlalchemy import text
 from telegram import Update
 from telegram.ext import Application
 
 from bot.config import Settings
-from bot.context import SERVICES_KEY
+from bot.context import SERVICES_KEY, UPDATE_CONSUMER_KEY
 from bot.errors import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -56,7 +58,16 @@ class _UpdateHandler(tornado.web.RequestHandler):
             update = Update.de_json(json.loads(self.request.body), self._application.bot)
         except (ValueError, TypeError, KeyError):
             raise tornado.web.HTTPError(400) from None
-        await self._application.update_queue.put(update)
+        if update is None:
+            raise tornado.web.HTTPError(400)
+        # 200 only once the update is committed to the inbox; otherwise Telegram retries.
+        inbox = self._application.bot_data[SERVICES_KEY].inbox
+        try:
+            await inbox.receive(update)
+        except Exception as exc:  # noqa: BLE001 - never confirm an update that is not stored
+            _log.warning("Webhook: storing update %s failed (%s)", update.update_id, type(exc).__name__)
+            self.set_status(503)
+            self.finish()
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
         # Tornado would log the request (and its body on errors); only the class, here.
@@ -70,11 +81,12 @@ class _HealthHandler(tornado.web.RequestHandler):
         self._application = bot_application
 
     async def get(self) -> None:
-        """200 when the bot is running and its database answers, else 503."""
+        """200 when the bot is running and its database answers, else 503. The body says
+        whether this instance consumes updates (``role``: consumer or standby) and how many
+        stored updates wait (``inbox_backlog``)."""
         services = self._application.bot_data[SERVICES_KEY]
         try:
-            async with services.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            backlog = await services.inbox.backlog()
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             _log.warning("Health check: database unavailable (%s)", type(exc).__name__)
             self.set_status(503)
@@ -84,7 +96,9 @@ class _HealthHandler(tornado.web.RequestHandler):
             self.set_status(503)
             self.finish({"status": "stopping"})
             return
-        self.finish({"status": "ok"})
+        consumer = self._application.bot_data.get(UPDATE_CONSUMER_KEY)
+        role = "consumer" if consumer is not None and consumer.consuming else "standby"
+        self.finish({"status": "ok", "role": role, "inbox_backlog": backlog})
 
 
 async def start_webhook_server(

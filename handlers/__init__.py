@@ -94,7 +94,8 @@ def conversations(content: Content) -> list[BaseHandler]:
 @public
 async def _persist_now(update: Update, context) -> None:
     """PTB writes persistence on an interval; writing after each update means a restart (or
-    a crash) loses no step a person has completed."""
+    a crash) loses no step a person has completed. Under the inbox consumer the states are
+    collected and written with the update's completion, in one transaction (bot.inbox)."""
     await context.application.update_persistence()
 
 

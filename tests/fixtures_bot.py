@@ -3,9 +3,9 @@ the local Bot API emulator, through python-telegram-bot's own HTTP client.
 
 Waiting on events rather than on the clock:
 
-* the ``emulator`` fixture has every python-telegram-bot ``Application`` of the test report
-  each update it has finished processing (all handler groups ran, whether a handler stopped
-  the others or failed) to the emulator, so ``SimUser.expect_silence`` lasts until the bot
+* the ``emulator`` fixture has every bot of the test report each update it has finished
+  processing (all handler groups ran, whether a handler stopped the others or failed, and the
+  inbox row is completed) to the emulator, so ``SimUser.expect_silence`` lasts until the bot
   has read what it should not answer, however busy the machine is;
 * the bot's outbox ticks every ``TEST_OUTBOX_TICK`` seconds instead of every second, and
   ``RunningBot.outbox_settled()`` waits for whole dispatcher rounds instead of a time window.
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from telegram import Update
 from telegram.ext import Application, Job
 
 from bot.config import Settings
@@ -30,6 +29,7 @@ from bot.crypto.keyring import generate_keyring
 from bot.db.engine import create_engine, is_sqlite, session_factory
 from bot.db.migrate import upgrade
 from bot.delivery import Dispatcher, dispatcher_of
+from bot.inbox import InboxConsumer, Stored
 from bot.runtime import start_bot_task
 from bot.sandbox.emulator import BotApiEmulator
 from tests.fixtures_db import copied_from_template
@@ -53,22 +53,23 @@ async def emulator(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BotApiEmula
 
 
 def report_processed_updates(emulator: BotApiEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every Application talking to ``emulator`` tells it which updates it has processed.
+    """Every bot talking to ``emulator`` tells it which updates it has processed.
 
-    A wrapper of ``Application.process_update`` (for this test only) rather than a handler in
-    a late group: it also sees the updates a handler stopped (``ApplicationHandlerStop``, as
-    the group guard does) or failed on, and it is in place before the bot fetches anything,
-    also across restarts. Production code knows nothing of it."""
-    original = Application.process_update
+    A wrapper of the inbox consumer's step (for this test only) rather than a handler in a
+    late group: it reports once the update is completed (all handler groups ran, whether a
+    handler stopped the others or failed, and its row and conversation states are committed,
+    bot.inbox), and it is in place before the bot fetches anything, also across restarts.
+    Production code knows nothing of it."""
+    original = InboxConsumer._process
 
-    async def process_update(self: Application, update: object) -> None:
+    async def process(self: InboxConsumer, stored: Stored) -> None:
         try:
-            await original(self, update)
+            await original(self, stored)
         finally:
-            if isinstance(update, Update) and self.bot.base_url.startswith(emulator.base_url):
-                emulator.state.update_processed(update.update_id)
+            if self._application.bot.base_url.startswith(emulator.base_url):
+                emulator.state.update_processed(stored.update_id)
 
-    monkeypatch.setattr(Application, "process_update", process_update)
+    monkeypatch.setattr(InboxConsumer, "_process", process)
     emulator.state.report_processing()
 
 

@@ -45,6 +45,7 @@ APP_TABLES = {
     "safety_flags",  # 0012
     "check_ins", "summaries",  # 0013
     "broadcasts",  # 0014
+    "inbox",  # 0016
 }
 
 
@@ -215,6 +216,9 @@ async def test_constraint_names_follow_the_convention(migrated_url: str) -> None
         "ix_reminder_schedules_next_due_at",
         "uq_therapist_questions_open",
         "uq_therapist_keys_current",
+        "ix_inbox_processed_at_update_id",
+        "ix_inbox_chat_id",
+        "ix_inbox_user_id",
     } <= found["ix"]
 
 

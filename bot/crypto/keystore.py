@@ -387,6 +387,15 @@ class KeyStore:
             )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    async def owners_below(self, bound: int) -> list[int]:
+        """The owners with an id below ``bound`` that have data keys (bot.inbox keeps its
+        hourly keys under negative ids, which are never a person's)."""
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                sa.select(data_keys.c.person_id).where(data_keys.c.person_id < bound).distinct()
+            )
+            return sorted(int(r[0]) for r in result)
+
     # -- statistics (for rotation and retiring) ---------------------------------------------
 
     async def counts_by_kek(self) -> dict[str, int]:

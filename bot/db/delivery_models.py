@@ -179,3 +179,33 @@ class DeliveryInstance(Base):
 
     def __repr__(self) -> str:
         return f"<DeliveryInstance id={self.id} consuming={self.consuming_updates}>"
+
+
+class InboxUpdate(Base):
+    """An update from Telegram, stored before Telegram is told it was received (bot.inbox).
+
+    ``payload`` is the update's JSON, encrypted: it holds what a person typed. Its key is not
+    the sender's (a stranger has none) but the key of the hour it arrived in (``key_owner``,
+    a negative number: never a person's id); those keys are destroyed once their rows are
+    gone and the retention time has passed, so a copy of the database does not keep the
+    texts readable for longer. ``chat_id`` and ``user_id`` (Telegram's) order the work per
+    chat and find a person's rows for erasure. ``processed_at`` is set in the transaction
+    that writes the conversation states the update produced."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        # The consumer's query: unprocessed rows in update order; retention: old processed rows.
+        Index("ix_inbox_processed_at_update_id", "processed_at", "update_id"),
+    )
+
+    id: Mapped[int] = row_id_column()
+    update_id: Mapped[int] = mapped_column(BigInteger, unique=True)  # Telegram's: deduplicates
+    chat_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    key_owner: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[str] = encrypted(owner="key_owner")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:  # never the payload
+        return f"<InboxUpdate update_id={self.update_id} processed={self.processed_at is not None}>"

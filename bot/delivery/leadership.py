@@ -5,8 +5,9 @@ conversations must see one person's updates in order. So with PostgreSQL, where 
 of ``imrs-bot run`` processes may share the database:
 
 * **The leader lock** is a PostgreSQL session-level advisory lock
-  (``pg_try_advisory_lock``) held on a dedicated connection. Whoever holds it polls (or
-  serves the webhook); the others stand by and try again every LEADER_RETRY_SECONDS. When
+  (``pg_try_advisory_lock``) held on a dedicated connection. Whoever holds it polls and
+  consumes the inbox (bot.inbox; with webhooks every instance's server stores updates there);
+  the others stand by and try again every LEADER_RETRY_SECONDS. When
   the leader dies, even by ``kill -9``, the kernel closes its connection, PostgreSQL ends
   the session and the lock is free at once: a standby takes over within the retry
   interval. The leader checks its lock connection on the same interval and stops

@@ -39,6 +39,7 @@ from bot.services.appointments import AppointmentService
 from bot.services.checkins import CheckInService
 from bot.services.summaries import SummaryService
 from bot.services.broadcasts import BroadcastService
+from bot.inbox import Inbox
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Services:
     checkins: CheckInService  # /checkin: a client's own pre-appointment check-in (answers encrypted)
     summaries: SummaryService  # readiness of check-ins; summaries encrypted to the therapist's key
     broadcasts: BroadcastService  # /broadcast: staff messages to many clients, through the outbox
+    inbox: Inbox  # every update, stored before Telegram is told it arrived (bot.inbox)
 
     async def close(self) -> None:
         try:

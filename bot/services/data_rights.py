@@ -33,6 +33,7 @@ from bot.crypto.fields import FieldCrypto, encrypted_owner
 from bot.db.models import Base, Person, Role
 from bot.db.repositories import AuditRepository, ConversationStateRepository, PeopleRepository
 from bot.db.types import utcnow
+from bot.inbox import Inbox
 from bot.services.people import Identity
 
 EXPORT_FORMAT = "imrs-companion-export/1"
@@ -128,13 +129,15 @@ class DataRightsService:
 
     async def erase(self, actor: Identity) -> Erasure:
         """Erase the asker (crypto-shredding first, see bot.crypto.erasure). Before that, the
-        Telegram id is taken off the events they caused and their conversation states are
-        deleted, so that afterwards only the audit record of the erasure refers to them."""
+        Telegram id is taken off the events they caused, their conversation states and their
+        updates in the inbox (bot.inbox) are deleted, so that afterwards only the audit
+        record of the erasure refers to them."""
         if actor.person_id is None:
             raise PermissionError("only enrolled people have stored data")
         async with self._sessions.begin() as session:
             await AuditRepository(session).forget_actor(actor.telegram_id)
             await ConversationStateRepository(session).forget_user(actor.telegram_id)
+            await Inbox.forget_user(session, actor.telegram_id)  # the updates they sent
         return await erase_person(
             self._sessions,
             self._crypto,
