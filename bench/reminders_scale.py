@@ -56,19 +56,22 @@ Figures, 2026-12-02, 2 CPU cores shared with five other engineers' test runs (lo
     resident memory        132 MB (VmHWM 132 MB)          132 MB (VmHWM 132 MB)
     (CPU: bot + PostgreSQL; all 10,000 planned by the one tick, 50 claimed.) The bot's
     consent-version check, in the background after start, took 8.6-9.1 s.
+    A third run, from scratch with the command above (with this branch's own version of
+    main's 2f05bde, conversation states read in one query at start): set up in 601 s; start-up 10.81 s (2.01 s CPU); ticks 43.4 ms,
+    627 ms (CPU 54 + 70 ms), 3,764 ms (CPU 328 + 580 ms); 132 MB.
 
-    The same, main before the planner change (14851fc): the 10,000 tick planned 2,000 in
+    The same on main (884d0ab), before the planner change (14851fc): the 10,000 tick planned 2,000 in
     3,548 ms (CPU 552 + 290 ms), all 10,000 after 5 ticks and 26,686 ms of tick time.
 
     100,000 clients, SQLite (data 52 MB, key store 16 MB; set up in 144 s): start-up
     14.80 s (2.17 s CPU); tick, none due 3.1 ms; 1,000 due 606 ms (CPU 84 ms); 10,000 due
     5,933 ms (CPU 753 ms, the database's work included); resident memory 147 MB.
 
-    Against the goals: memory is met (132 MB). The 10,000 tick takes about 1.0 s of CPU
+    Against the goals: memory is met (132 MB). The 10,000 tick takes 0.9-1.0 s of CPU
     (bot + server, one after the other), so it would be about 1 s on an idle machine, but
-    was measured at 3.8-4.1 s here. Start-up needs 2.3-2.8 s of CPU, most of it importing
+    was measured at 3.8-4.1 s here. Start-up needs 2.0-2.8 s of CPU, most of it importing
     (python-telegram-bot, SQLAlchemy, pydantic, alembic for the schema check) and compiling
-    the safety rules, so it misses 2 s even on an idle machine.
+    the safety rules, so it would be at or above 2 s even on an idle machine.
 """
 
 from __future__ import annotations
