@@ -43,35 +43,37 @@ Run::
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
         .venv/bin/python bench/reminders_scale.py 1000000
 
-Figures, 2026-12-02, 2 CPU cores shared with five other engineers' test runs (load average
-10-15 throughout, so every wall time here is several times what the work alone takes):
+Figures, 2026-12-02, 2 CPU cores shared with five other engineers' test runs: the load
+average was 10-15 most of the day, so most wall times here are several times what the
+work alone takes; the CPU times are the comparable figures.
 
-    1,000,000 clients, PostgreSQL 15 (data 553 MB, key store 171 MB; set up in 512 s), two
-    runs on the same databases (--keep / --reuse):
-                           run 1                          run 2
-    start-up               18.16 s (2.81 s CPU)           9.85 s (2.31 s CPU)
-    tick, none due         97.1 ms                        45.2 ms
-    tick, 1,000 due        916 ms (CPU 84 + 110 ms)       598 ms (CPU 53 + 60 ms)
-    tick, 10,000 due       4,052 ms (CPU 246 + 720 ms)    3,753 ms (CPU 357 + 620 ms)
+    1,000,000 clients, PostgreSQL 15 (data 543 MB, key store 171 MB), final code: a run from
+    scratch with the command above (set up in 311 s, load ~9), then --reuse on the same
+    databases while the machine was briefly quiet (load ~4):
+                           from scratch                   again, quiet machine
+    start-up               7.14 s (2.23 s CPU)            2.25 s (2.19 s CPU)
+    tick, none due         31.5 ms                        8.0 ms
+    tick, 1,000 due        395 ms (CPU 56 + 70 ms)        140 ms (CPU 55 + 90 ms)
+    tick, 10,000 due       2,848 ms (CPU 353 + 660 ms)    1,063 ms (CPU 365 + 640 ms)
     resident memory        132 MB (VmHWM 132 MB)          132 MB (VmHWM 132 MB)
     (CPU: bot + PostgreSQL; all 10,000 planned by the one tick, 50 claimed.) The bot's
-    consent-version check, in the background after start, took 8.6-9.1 s.
-    A third run, from scratch with the command above (with this branch's own version of
-    main's 2f05bde, conversation states read in one query at start): set up in 601 s; start-up 10.81 s (2.01 s CPU); ticks 43.4 ms,
-    627 ms (CPU 54 + 70 ms), 3,764 ms (CPU 328 + 580 ms); 132 MB.
+    consent-version check, in the background after start: 7.1 s and 2.2 s.
+    Earlier runs of the same code at load 13-15 (two on kept databases, one from scratch):
+    start-up 18.16 / 9.85 / 10.81 s (2.81 / 2.31 / 2.01 s CPU); 10,000 due 4,052 / 3,753 /
+    3,764 ms (CPU 246 + 720 / 357 + 620 / 328 + 580 ms); 132 MB each time.
 
-    The same on main (884d0ab), before the planner change (14851fc): the 10,000 tick planned 2,000 in
-    3,548 ms (CPU 552 + 290 ms), all 10,000 after 5 ticks and 26,686 ms of tick time.
+    The same on main (884d0ab), before the planner change (load ~13): the 10,000 tick
+    planned 2,000 in 3,548 ms (CPU 552 + 290 ms), all 10,000 after 5 ticks and 26,686 ms
+    of tick time; 1,000 due 2,184 ms (CPU 366 + 150 ms).
 
-    100,000 clients, SQLite (data 52 MB, key store 16 MB; set up in 144 s): start-up
-    14.80 s (2.17 s CPU); tick, none due 3.1 ms; 1,000 due 606 ms (CPU 84 ms); 10,000 due
-    5,933 ms (CPU 753 ms, the database's work included); resident memory 147 MB.
+    100,000 clients, SQLite (data 52 MB, key store 16 MB; set up in 144 s; load ~13):
+    start-up 14.80 s (2.17 s CPU); tick, none due 3.1 ms; 1,000 due 606 ms (CPU 84 ms);
+    10,000 due 5,933 ms (CPU 753 ms, the database's work included); memory 147 MB.
 
-    Against the goals: memory is met (132 MB). The 10,000 tick takes 0.9-1.0 s of CPU
-    (bot + server, one after the other), so it would be about 1 s on an idle machine, but
-    was measured at 3.8-4.1 s here. Start-up needs 2.0-2.8 s of CPU, most of it importing
-    (python-telegram-bot, SQLAlchemy, pydantic, alembic for the schema check) and compiling
-    the safety rules, so it would be at or above 2 s even on an idle machine.
+    Against the goals: memory is met (132 MB). The 10,000 tick takes about 1.0 s of CPU
+    (bot, then server) and 1.06 s on the quiet machine: just over the goal. Start-up needs
+    2.0-2.8 s of CPU, most of it importing (python-telegram-bot, SQLAlchemy, pydantic,
+    alembic for the schema checks) and compiling the safety rules: 2.25 s when quiet.
 """
 
 from __future__ import annotations
