@@ -27,7 +27,7 @@ from bot.db.models import (
     TherapistClientLink,
 )
 from bot.db.delivery_models import OutboxMessage
-from bot.db.types import utcnow
+from bot.db.types import id_among, utcnow
 
 #: python-telegram-bot's ConversationKey: a tuple of chat/user ids (ints or strs).
 ConversationKey: TypeAlias = tuple[int | str, ...]
@@ -79,7 +79,8 @@ class PeopleRepository:
 
     async def with_role_among(self, person_ids: Iterable[int], role: Role) -> set[int]:
         """Which of ``person_ids`` have ``role`` (ids only, one query)."""
-        query = select(Person.id).where(Person.id.in_(list(person_ids)), Person.role == role)
+        dialect = self.session.get_bind().dialect.name
+        query = select(Person.id).where(id_among(Person.id, person_ids, dialect), Person.role == role)
         return set((await self.session.scalars(query)).all())
 
     async def touch_last_seen(self, telegram_id: int, when: datetime | None = None) -> bool:
@@ -369,7 +370,8 @@ class ConsentRepository:
         """The choice in force for each of ``person_ids`` that has any record (one query)."""
         if not person_ids:
             return {}
-        ranked = _ranked_decisions(ConsentRecord.person_id.in_(list(person_ids)))
+        dialect = self.session.get_bind().dialect.name
+        ranked = _ranked_decisions(id_among(ConsentRecord.person_id, person_ids, dialect))
         rows = await self.session.execute(
             select(ranked.c.person_id, ranked.c.choice).where(ranked.c.n == 1)
         )

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import BigInteger, Insert, Integer, String, cast, delete, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.crypto.fields import new_row_id
-from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState, QuietHours
+from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState, QuietHours, ReminderSchedule
 from bot.db.models import Person
-from bot.db.types import utcnow
+from bot.db.types import id_among, utcnow
 from bot.delivery.clock import Clock
 
 #: Rows per multi-row INSERT (SQLite allows 32,766 parameters per statement).
@@ -198,6 +198,56 @@ class OutboxService:
             ]
             inserted.extend(await session.scalars(statement, values))
         return inserted
+
+    def from_schedules(
+        self,
+        session: AsyncSession,
+        schedule_ids: Sequence[int],
+        *,
+        due_at: datetime,
+        expires_at: datetime,
+        local_date: date,
+    ) -> Insert:
+        """``INSERT ... SELECT`` of one occurrence of each of ``schedule_ids`` (rows of
+        ``reminder_schedules`` sharing it), keyed ``schedule:<id>:<local date>`` like
+        bot.delivery.schedules.schedule_key, ``ON CONFLICT (idempotency_key) DO NOTHING``:
+        one statement for many reminders, for the planner to execute in its transaction.
+        Their ids are random 63-bit integers drawn by the database (no body is encrypted
+        under them, so they need not be known beforehand)."""
+        s = ReminderSchedule.__table__
+        postgres = dialect_of(session) == "postgresql"
+        if postgres:
+            # Two draws: random() has 52 random bits, an id 63. Range 1 .. 2**63 - 2**32.
+            row_id = literal_column(
+                "(floor(random() * 2147483647)::bigint * 4294967296"
+                " + floor(random() * 4294967296)::bigint + 1)", BigInteger,
+            )
+        else:  # SQLite's random() is a 64-bit signed integer
+            row_id = literal_column("(abs(random() % 9223372036854775807) + 1)", BigInteger)
+        key = literal("schedule:") + cast(s.c.id, String) + literal(f":{local_date.isoformat()}")
+        rows = select(
+            row_id,
+            key,
+            s.c.kind,
+            s.c.person_id,
+            s.c.content_key,
+            s.c.params,
+            literal(OutboxState.PENDING, _outbox.c.state.type),
+            literal(due_at, _outbox.c.due_at.type),
+            literal(expires_at, _outbox.c.expires_at.type),
+            literal(0, Integer),
+            literal(self._clock(), _outbox.c.created_at.type),
+        ).where(id_among(s.c.id, schedule_ids, "postgresql" if postgres else "sqlite"))
+        insert = postgresql.insert if postgres else sqlite.insert
+        return (
+            insert(_outbox)
+            .from_select(
+                ["id", "idempotency_key", "kind", "recipient_id", "content_key", "params",
+                 "state", "due_at", "expires_at", "attempts", "created_at"],
+                rows,
+            )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
 
     async def cancel_pending(
         self,

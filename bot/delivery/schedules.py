@@ -23,14 +23,14 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.delivery_models import OutboxKind, ReminderSchedule
 from bot.db.models import Person
-from bot.db.types import utcnow
+from bot.db.types import id_among, utcnow
 from bot.delivery.clock import Clock, local_instant
-from bot.delivery.outbox import OutboxService, PlainMessage, dialect_of
+from bot.delivery.outbox import OutboxService, dialect_of
 
 _log = logging.getLogger(__name__)
 
@@ -240,22 +240,46 @@ class ScheduleService:
         self,
         now: datetime | None = None,
         *,
-        limit: int = 2000,
+        limit: int = 5000,
+        max_rows: int = 20_000,
         may_receive: Callable[[set[int]], Awaitable[set[int]]] | None = None,
     ) -> int:
-        """Enqueue the occurrences that have come (at most ``limit`` schedules per call) and
-        advance those schedules. Returns the number of schedules handled; the cost is
-        proportional to it (one indexed read when nothing is due).
+        """Enqueue the occurrences that have come and advance those schedules, ``limit``
+        schedules per transaction until none is left (at most ``max_rows`` per call, so that
+        a backlog cannot hold up a tick for long). Returns the number of schedules handled;
+        the cost is proportional to it (one indexed read when nothing is due).
 
         ``may_receive`` (the consent check, bot.services.consent) leaves out the people who
         may not be sent anything now, e.g. a client who withdrew consent: their schedules
         advance, nothing is queued. The outbox checks again at send time."""
         now = now or self._clock()
+        handled = 0
+        while handled < max_rows:
+            batch = min(limit, max_rows - handled)
+            found = await self._plan_batch(now, batch, may_receive)
+            handled += found
+            if found < batch:
+                break
+        return handled
+
+    async def _plan_batch(
+        self,
+        now: datetime,
+        limit: int,
+        may_receive: Callable[[set[int]], Awaitable[set[int]]] | None,
+    ) -> int:
+        """One transaction of :meth:`plan`.
+
+        Reminders due at one instant mostly share their occurrence (the same local time in
+        zones with the same offset) and their next one, so the rows are grouped by them:
+        each group is one ``INSERT ... SELECT`` from the schedules into the outbox and one
+        ``UPDATE ... WHERE id IN (...)``, instead of a parameter set of a dozen values per
+        row, each bound and sent (see bench/reminders_scale.py)."""
         s = ReminderSchedule
         query = (
             select(
-                s.id, s.person_id, s.kind, s.content_key, s.params, s.weekdays, s.local_time,
-                s.timezone, s.grace_minutes, s.next_due_at, s.next_local_date,
+                s.id, s.person_id, s.weekdays, s.local_time, s.timezone, s.grace_minutes,
+                s.next_due_at, s.next_local_date,
                 Person.timezone.label("person_timezone"), Person.active.label("person_active"),
             )
             .join(Person, Person.id == s.person_id)
@@ -264,51 +288,73 @@ class ScheduleService:
             .limit(limit)
         )
         async with self._sessions.begin() as session:
-            if dialect_of(session) == "postgresql":
+            dialect = dialect_of(session)
+            if dialect == "postgresql":
                 # Several instances plan at once: each takes different schedules.
                 query = query.with_for_update(of=s, skip_locked=True)
-            rows = (await session.execute(query)).all()
+            # Core rows (tuples), not the ORM's: thousands of them in a busy tick.
+            rows = (await (await session.connection()).execute(query)).all()
             if not rows:
                 return 0
-            people = {row.person_id for row in rows if row.person_active}
+            people = {row[1] for row in rows if row[9]}
             allowed = await may_receive(people) if may_receive is not None and people else people
-            messages: list[PlainMessage] = []
-            advances: list[dict[str, Any]] = []
-            for row in rows:
-                try:
-                    zone = zone_of(row.timezone or row.person_timezone)
-                except ValueError:
-                    zone = ZoneInfo("UTC")
-                grace = timedelta(minutes=row.grace_minutes)
-                local_date: date = row.next_local_date
-                due: datetime = row.next_due_at
+            # (due, local date, expires) -> schedules to queue; (next due, its local date) -> schedules
+            queued: dict[tuple[datetime, date, datetime], list[int]] = {}
+            advanced: dict[tuple[datetime, date], list[int]] = {}
+            zones: dict[str, ZoneInfo] = {}
+            following_of: dict[tuple[date, int, time, ZoneInfo, timedelta], Occurrence] = {}
+            for (
+                schedule_id, person_id, weekdays, at, timezone, grace_minutes, due, local_date,
+                person_timezone, _active,
+            ) in rows:
+                zone_name = timezone or person_timezone
+                zone = zones.get(zone_name)
+                if zone is None:
+                    try:
+                        zone = zone_of(zone_name)
+                    except ValueError:
+                        zone = ZoneInfo("UTC")
+                    zones[zone_name] = zone
+                grace = timedelta(minutes=grace_minutes)
                 # Usually once; twice after an outage, when the occurrence following a
                 # missed one is itself already due (next_occurrence skips the hopeless ones).
                 while due <= now:
-                    if row.person_id in allowed and now < due + grace:
-                        messages.append(
-                            PlainMessage(
-                                recipient_id=row.person_id,
-                                kind=OutboxKind(row.kind),
-                                idempotency_key=schedule_key(row.id, local_date),
-                                due_at=due,
-                                expires_at=due + grace,
-                                content_key=row.content_key,
-                                params=row.params,
-                            )
+                    if person_id in allowed and now < due + grace:
+                        queued.setdefault((due, local_date, due + grace), []).append(schedule_id)
+                    key = (local_date, weekdays, at, zone, grace)
+                    following = following_of.get(key)
+                    if following is None:
+                        following = following_of[key] = next_occurrence(
+                            local_date, now, weekdays, at, zone, grace
                         )
-                    following = next_occurrence(
-                        local_date, now, row.weekdays, row.local_time, zone, grace
-                    )
                     local_date, due = following.local_date, following.due_at
-                advances.append({"b_id": row.id, "b_due": due, "b_date": local_date})
-            if messages:
-                await self._outbox.insert_plain(session, messages, check_active=False)
-            await session.execute(
-                update(s.__table__)
-                .where(s.__table__.c.id == bindparam("b_id"))
-                .values(next_due_at=bindparam("b_due"), next_local_date=bindparam("b_date")),
-                advances,
-            )
-        _log.debug("Planned %d schedule(s), %d message(s) queued", len(rows), len(messages))
+                advanced.setdefault((due, local_date), []).append(schedule_id)
+            for (due, local_date, expires), ids in queued.items():
+                for chunk in _chunks(ids):
+                    await session.execute(
+                        self._outbox.from_schedules(
+                            session, chunk, due_at=due, expires_at=expires, local_date=local_date
+                        )
+                    )
+            table = s.__table__
+            for (due, local_date), ids in advanced.items():
+                for chunk in _chunks(ids):
+                    await session.execute(
+                        update(table)
+                        .where(id_among(table.c.id, chunk, dialect))
+                        .values(next_due_at=due, next_local_date=local_date)
+                    )
+        _log.debug(
+            "Planned %d schedule(s), %d message(s) queued",
+            len(rows), sum(len(ids) for ids in queued.values()),
+        )
         return len(rows)
+
+
+#: Ids per ``IN (...)`` list (SQLite allows 32,766 parameters per statement).
+_IN_CHUNK = 5000
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start : start + _IN_CHUNK]

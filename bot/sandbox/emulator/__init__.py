@@ -32,20 +32,48 @@ rules for webhooks (which must point to a loopback address here), file size limi
 the 50 MB upload limit, and the expiry of callback queries.
 """
 
-from bot.sandbox.emulator.flood import FloodLimits
-from bot.sandbox.emulator.people import ChatView, SimGroup, SimUser
-from bot.sandbox.emulator.records import (
-    ApiCall,
-    BotMessage,
-    Button,
-    CallbackAnswer,
-    ChatEvent,
-    FailedCall,
-    MessageVersion,
-    StoredFile,
-    WebhookConfig,
-)
-from bot.sandbox.emulator.server import BotApiEmulator, Fault
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.sandbox.emulator.flood import FloodLimits
+    from bot.sandbox.emulator.people import ChatView, SimGroup, SimUser
+    from bot.sandbox.emulator.records import (
+        ApiCall,
+        BotMessage,
+        Button,
+        CallbackAnswer,
+        ChatEvent,
+        FailedCall,
+        MessageVersion,
+        StoredFile,
+        WebhookConfig,
+    )
+    from bot.sandbox.emulator.server import BotApiEmulator, Fault
+
+# Imported when first used: the bot itself imports only bot.sandbox.emulator.markup (the
+# Telegram HTML parser behind broadcasts and the content check), and importing it must not
+# load the server and aiohttp into every bot process (~1/4 of a production start's imports).
+_WHERE = {
+    "FloodLimits": "flood",
+    "ChatView": "people", "SimGroup": "people", "SimUser": "people",
+    "ApiCall": "records", "BotMessage": "records", "Button": "records", "CallbackAnswer": "records",
+    "ChatEvent": "records", "FailedCall": "records", "MessageVersion": "records",
+    "StoredFile": "records", "WebhookConfig": "records",
+    "BotApiEmulator": "server", "Fault": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApiCall",
