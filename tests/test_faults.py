@@ -485,24 +485,35 @@ async def conversation_state(bot: RunningBot, name: str, user: SimUser) -> objec
         return await ConversationStateRepository(session).get(name, (user.id, user.id))
 
 
+STORING_FAILED = "Inbox: storing updates failed"
+
+
+async def store_failed(logged: io.StringIO, before: int) -> None:
+    """Wait until the bot has fetched updates and failed to store them in its inbox (so it
+    has not confirmed them: they wait at Telegram), after the log's first ``before`` chars."""
+    await until(lambda: STORING_FAILED in logged.getvalue()[before:], what="a failed inbox write")
+
+
 @ONLY_SQLITE
 async def test_a_locked_database(
     short_busy_timeout: None, bot: RunningBot, emulator: BotApiEmulator, database_url: str, logged: io.StringIO
 ) -> None:
-    """Locked for longer than the busy timeout: what needs no write is answered, what needs
-    one gets the apology; the conversation step taken meanwhile reaches the database once the
-    lock is gone (it is not lost at the next restart), and the person goes on."""
+    """Locked for longer than the busy timeout: what people write cannot be stored in the
+    inbox, so it is not confirmed and waits at Telegram (no half-answer, no apology); once the
+    lock is gone each update is answered once, in order, and the conversation begun then is
+    durable (it goes on after a restart)."""
     [(person_id, user)] = await add_people(services(bot).sessions, emulator, 1)
     async with locked(database_url):
+        mark = len(logged.getvalue())
         await user.send("/help")
-        assert not (await user.next_message()).content.startswith("Sorry"), "/help needs no write"
-        await user.send("/timezone")  # a question: its state is written after the update
-        question = await user.next_message()
-        await emulator.updates_processed()
-        await user.send(PRIVATE)  # in the conversation: not a zone, asked again
-        await user.next_message()
-        await emulator.updates_processed()
-        assert await conversation_state(bot, "timezone", user) is None  # could not be written yet
+        await user.send("/timezone")
+        await store_failed(logged, mark)
+        assert user.messages == [], "nothing is answered before it is stored"
+    assert not (await user.next_message()).content.startswith("Sorry")  # /help
+    question = await user.next_message()
+    await user.send(PRIVATE)  # in the conversation: not a zone, asked again
+    await user.next_message()
+    await emulator.updates_processed()
     await until(lambda: conversation_state(bot, "timezone", user), what="the conversation state saved")
     await bot.restart()
     await user.press(0, question)  # a zone button, after the restart: the conversation goes on
@@ -522,7 +533,8 @@ async def disk_full(bot: RunningBot, database_url: str) -> AsyncIterator[None]:
     the bot) and what room it had is taken: the audit table is filled with rows until SQLite
     answers "database or disk is full", so the next audit record needs a page there is no room
     for. Other small writes may still fit in free space inside pages, as on a real full disk.
-    Leaving deletes the filler: the space is free again, the bot is not told."""
+    Leaving deletes the filler and opens the bot's pooled connections again without the limit:
+    room again, as when a disk is made larger."""
     engine = services(bot).engine
     admin = sqlite3.connect(sqlite_file(database_url), isolation_level=None, timeout=30, check_same_thread=False)
     limit = admin.execute("PRAGMA page_count").fetchone()[0]
@@ -553,27 +565,32 @@ async def disk_full(bot: RunningBot, database_url: str) -> AsyncIterator[None]:
         event.remove(engine.sync_engine, "connect", cannot_grow)
         await asyncio.to_thread(admin.execute, "DELETE FROM audit_events WHERE action = 'filler'")
         admin.close()
+        await engine.dispose()  # pooled connections open again, without the limit (a disk made larger)
 
 
 @ONLY_SQLITE
 async def test_a_full_disk(bot: RunningBot, emulator: BotApiEmulator, database_url: str, logged: io.StringIO) -> None:
-    """With the disk full, what needs no room is answered; agreeing to the consent fails as a
-    whole (nothing half-written, the client told something went wrong); once there is room
-    again, the same client enrols, and the therapist is told once."""
-    client, therapist_chat, token, consent = await up_to_the_consent(bot, emulator)
+    """With the disk full, what the client writes and presses cannot be stored in the inbox:
+    nothing is confirmed, nothing is half-written, nothing is answered with an apology; once
+    there is room again both are answered once, in order: the client is enrolled once and the
+    therapist told once."""
+    client, therapist_chat, _token, consent = await up_to_the_consent(bot, emulator)
+    answered = len(client.messages)
     async with disk_full(bot, database_url):
+        mark = len(logged.getvalue())
         await client.send("/help")
-        assert not (await client.next_message()).content.startswith("Sorry"), "/help needs no room"
         await client.press(0, consent)  # I agree
-        assert (await client.next_message()).content.startswith("Sorry, something went wrong")
-        await emulator.updates_processed()
+        await store_failed(logged, mark)
+        assert len(client.messages) == answered, "nothing is answered before it is stored"
         assert await enrolment_rows(bot, client) == NOTHING_ENROLLED
-    assert "Unhandled OperationalError while processing update" in logged.getvalue()  # disk full
-    await agree_again(client, token)
+    assert not (await client.next_message()).content.startswith("Sorry")  # /help
+    assert (await client.next_message()).content.startswith("Thank you")  # consent recorded
+    await emulator.updates_processed()
     assert await enrolment_rows(bot, client) == ENROLLED_ONCE
     await until(lambda: len(therapist_chat.messages) == 1, what="the therapist told")
     await bot.outbox_settled()
     assert len(therapist_chat.messages) == 1
+    assert not any(m.content.startswith("Sorry") for m in client.messages)
     assert bot._task is not None and not bot._task.done(), "the bot is still running"
     assert_nothing_private(logged)
 
