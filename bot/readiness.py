@@ -194,7 +194,7 @@ def _rule(entry: Any, index: int) -> tuple[Rule | None, list[tuple[int | None, s
 def parse_rules(text: str) -> tuple[Rule, ...]:
     """The rules in the text of a rules file; ReadinessRulesError listing every problem."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ReadinessRulesError([(mark.line + 1 if mark else None, "not valid YAML")]) from None

@@ -110,7 +110,7 @@ class PostgresAdvisoryLock:
             )
             row = await cursor.fetchone()
             self._held = bool(row and row[0])
-        except (psycopg.Error, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             _log.warning("Leader lock: database unavailable (%s)", type(exc).__name__)
             await self._drop()
         return self._held
@@ -120,7 +120,7 @@ class PostgresAdvisoryLock:
             return False
         try:
             await asyncio.wait_for(self._connection.execute("SELECT 1"), self._timeout)
-        except (psycopg.Error, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             _log.warning("Leader lock: its connection failed (%s)", type(exc).__name__)
             await self._drop()
             return False
