@@ -865,7 +865,7 @@ def crisis_coverage_problems(root: Path = CONTENT_DIR) -> list[Problem]:
         files = loader.load_language(lang)
         account = files.get("account")
         suggestions = account.data.get("account", {}).get("timezone", {}).get("suggestions") if account else None
-        if not isinstance(suggestions, list):
+        if account is None or not isinstance(suggestions, list):
             continue
         for index, entry in enumerate(suggestions):
             zone = entry.get("zone") if isinstance(entry, dict) else None

@@ -69,7 +69,7 @@ class _UpdateHandler(tornado.web.RequestHandler):
             self.set_status(503)
             self.finish()
 
-    def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
+    def log_exception(self, typ, value, tb) -> None:
         # Tornado would log the request (and its body on errors); only the class, here.
         if isinstance(value, tornado.web.HTTPError):
             return  # a refused request (403/400), already explained above

@@ -207,7 +207,7 @@ async def reload_conversations(application: Application) -> int:
 def _forget_states(handler: ConversationHandler) -> None:
     # A plain empty dict: _initialize_persistence copies it into a fresh TrackingDict, so no
     # deletion is tracked (tracked deletions would be written to the database).
-    handler._conversations = {}  # type: ignore[assignment]  # noqa: SLF001
+    handler._conversations = {}  # noqa: SLF001
     for child in handler._child_conversations:  # noqa: SLF001
         _forget_states(child)
 
