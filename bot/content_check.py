@@ -1029,7 +1029,7 @@ def broadcast_template_problems(root: Path = CONTENT_DIR) -> list[Problem]:
         for name, template in templates.items():
             line = table.line(("broadcast", "templates", name)) if table else None
             if not isinstance(template, dict) or not all(
-                isinstance(template.get(k), str) and template.get(k).strip() for k in ("label", "text")
+                isinstance(value, str) and value.strip() for value in (template.get("label"), template.get("text"))
             ):
                 checker.problem(where, line, f"broadcast.templates.{name}: needs a label and a text")
                 continue

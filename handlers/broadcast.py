@@ -49,7 +49,7 @@ from bot.services.broadcasts import Audience, BroadcastError, BroadcastView, Pro
 from bot.services.invites import NotAllowed
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, packer, say, settle, signed_ids, text, use_the_buttons
-from handlers.parts import button_match, chat_id_of, message_of
+from handlers.parts import button_match, chat_id_of, message_of, query_of
 
 FLOW = "broadcast"
 TEXT_STATE = "broadcast_text"
@@ -151,7 +151,7 @@ async def start(update: Update, context: BotContext) -> str:
 async def template_chosen(update: Update, context: BotContext) -> str | int:
     await settle(update)
     identity = await context.identity(update)
-    name = TEMPLATE_BUTTON.match(query_of(update).data).group(1)
+    name = button_match(TEMPLATE_BUTTON, update).group(1)
     try:
         broadcast_id = await context.services.broadcasts.draft(identity, "", template=name)
     except NotAllowed as exc:
