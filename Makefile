@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install sandbox migrate content-check reader bench clean
+.PHONY: run test check install sandbox migrate content-check reader bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -27,6 +27,14 @@ PYTEST_WORKERS ?= -n auto
 test: $(STAMP)
 	$(BIN)/imrs-bot content check
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+## Static checks of bot/ and handlers/ (settings in pyproject.toml): ruff, mypy, bandit, and
+## pip-audit over the installed dependencies (.ci/audit.py; needs PyPI). .ci/run runs it first.
+check: $(STAMP)
+	$(BIN)/ruff check bot handlers
+	$(BIN)/mypy
+	$(BIN)/bandit -c pyproject.toml -q -r bot handlers
+	$(BIN)/python .ci/audit.py
 
 sandbox: $(STAMP)
 	$(BIN)/imrs-bot sandbox
@@ -44,4 +52,4 @@ reader:
 	cd reader && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -86,7 +86,7 @@ class CallbackCodec:
     @staticmethod
     def signed_action(pattern: re.Pattern[str] | str) -> str | None:
         """The action whose signed payloads ``pattern`` matches (made by ``pattern``), if any."""
-        return _SIGNED_ACTIONS.get(getattr(pattern, "pattern", pattern))
+        return _SIGNED_ACTIONS.get(pattern.pattern if isinstance(pattern, re.Pattern) else pattern)
 
     @staticmethod
     def _mac(key: bytes, user_id: int, body: str) -> str:

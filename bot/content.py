@@ -29,7 +29,7 @@ SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def safe_load(text: str) -> Any:
     """``yaml.safe_load`` with libyaml's parser where there is one."""
-    return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
+    return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader  # nosec B506
 
 
 def compose(text: str) -> yaml.Node | None:

@@ -430,7 +430,7 @@ class _Checker:
                 if len(value) != len(ref):
                     self.problem(file.path, file.line(path),
                                  f"{key} has {len(value)} items; English has {len(ref)}")
-                for index, (ref_item, item) in enumerate(zip(ref, value)):
+                for index, (ref_item, item) in enumerate(zip(ref, value, strict=False)):  # lengths differ: told above
                     self.compare((*path, index), ref_file, file, ref_item, item)
         elif isinstance(ref, str):
             if not isinstance(value, str):
@@ -652,7 +652,7 @@ def check_content(root: Path = CONTENT_DIR) -> Report:
     report = _Checker(root).run()
     if REFERENCE_LANGUAGE in report.languages:
         for extra in EXTRA_CHECKS:  # defined below: commands, reminder words, crisis lines
-            report.problems.extend(extra(root))
+            report.problems.extend(extra(root))  # our checks, not Django's QuerySet.extra  # nosec B610
     return report
 
 
@@ -798,7 +798,7 @@ def command_problems(root: Path = CONTENT_DIR, handlers_dir: Path = HANDLERS_DIR
                                     f"commands.{role}: /{command} is in the menu but no handler registers it")
         hidden = registered - set().union(*menus.values()) if menus else registered
 
-        def allowed(roles: tuple[str, ...]) -> set[str]:
+        def allowed(roles: tuple[str, ...], menus: dict[str, set[str]] = menus, hidden: set[str] = hidden) -> set[str]:
             return set().union(*(menus.get(r, set()) for r in roles)) | hidden if menus else registered
 
         def check(text: str, key: str, roles: tuple[str, ...], where: Path, line_of) -> None:
@@ -865,7 +865,7 @@ def crisis_coverage_problems(root: Path = CONTENT_DIR) -> list[Problem]:
         files = loader.load_language(lang)
         account = files.get("account")
         suggestions = account.data.get("account", {}).get("timezone", {}).get("suggestions") if account else None
-        if not isinstance(suggestions, list):
+        if account is None or not isinstance(suggestions, list):
             continue
         for index, entry in enumerate(suggestions):
             zone = entry.get("zone") if isinstance(entry, dict) else None
@@ -1029,7 +1029,7 @@ def broadcast_template_problems(root: Path = CONTENT_DIR) -> list[Problem]:
         for name, template in templates.items():
             line = table.line(("broadcast", "templates", name)) if table else None
             if not isinstance(template, dict) or not all(
-                isinstance(template.get(k), str) and template.get(k).strip() for k in ("label", "text")
+                isinstance(value, str) and value.strip() for value in (template.get("label"), template.get("text"))
             ):
                 checker.problem(where, line, f"broadcast.templates.{name}: needs a label and a text")
                 continue

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from telegram import MessageEntity, Update
 from telegram.ext import Application, BaseHandler, CommandHandler, ConversationHandler
@@ -74,9 +74,20 @@ class Flow(ConversationHandler):
 
     def __init__(self, *args: Any, hooks: FlowHooks | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self._name is None:
+            raise ValueError("a flow needs a name: its state is persisted under it")
         self.hooks = hooks or FlowHooks()
 
-    async def handle_update(self, update, application, check_result, context):  # type: ignore[no-untyped-def]
+    @property
+    def name(self) -> str:
+        assert self._name is not None  # checked in __init__
+        return self._name
+
+    @name.setter
+    def name(self, _: object) -> NoReturn:
+        raise AttributeError("You can not assign a new value to name after initialization.")
+
+    async def handle_update(self, update, application, check_result, context):
         handled_by(context, self.name)
         return await super().handle_update(update, application, check_result, context)
 
@@ -141,6 +152,14 @@ class Flows:
             return None
         return (update.effective_chat.id, update.effective_user.id)
 
+    @classmethod
+    def key_in(cls, update: Update) -> ConversationKey:
+        """``key_of`` an update a handler got in a private chat: it has a chat and a user."""
+        key = cls.key_of(update)
+        if key is None:
+            raise ValueError("an update without a chat or a user has no conversation key")
+        return key
+
     def active(self, key: ConversationKey) -> list[tuple[Flow, object]]:
         return [(flow, state) for flow in self.flows.values() if (state := flow.state_of(key)) is not None]
 
@@ -192,8 +211,10 @@ class Flows:
     async def end_active(self, update: Update, context: BotContext) -> list[str]:
         """End the person's active flows (their ``on_end`` hooks run); their names."""
         key = self.key_of(update)
-        ended = []
-        for flow, state in self.active(key) if key else []:
+        if key is None:
+            return []
+        ended: list[str] = []
+        for flow, state in self.active(key):
             await self._end(update, context, flow, key, state)
             ended.append(flow.name)
         return ended
@@ -204,7 +225,7 @@ class Flows:
         """Suspend the person's active flow (None when there is none)."""
         key = self.key_of(update)
         active = self.active(key) if key else []
-        if not active:
+        if key is None or not active:
             return None
         flow, state = active[0]
         for other, other_state in active[1:]:  # more than one: the first in order wins

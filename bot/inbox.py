@@ -141,13 +141,13 @@ class Inbox:
         owner = key_owner_at(now)
         await self._crypto.ensure_writable([owner])
         rows = []
-        for update in updates:
+        for incoming in updates:  # (not "update": sqlalchemy's update() is imported)
             row_id = new_row_id()
-            payload = json.dumps(update.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+            payload = json.dumps(incoming.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
             sealed = self._crypto.seal(payload, table=TABLE, column="payload", row_id=row_id, owner_id=owner)
-            chat, user = update.effective_chat, update.effective_user
+            chat, user = incoming.effective_chat, incoming.effective_user
             rows.append(dict(
-                id=row_id, update_id=update.update_id, chat_id=chat.id if chat else None,
+                id=row_id, update_id=incoming.update_id, chat_id=chat.id if chat else None,
                 user_id=user.id if user else None, key_owner=owner, payload=Sealed(sealed), received_at=now,
             ))
         table = InboxUpdate.__table__
@@ -232,7 +232,7 @@ class Inbox:
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
-class InboxQueue(asyncio.Queue):  # type: ignore[type-arg]
+class InboxQueue(asyncio.Queue):
     """What the polling ``Updater`` puts fetched updates into. ``put`` collects the batch of
     one getUpdates; :meth:`flush` stores it in one transaction (retrying while the database
     fails). :class:`PollingBot` flushes before each getUpdates, whose ``offset`` is what
@@ -317,7 +317,7 @@ class InboxConsumer:
         self._inbox.arrived.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

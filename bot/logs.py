@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -116,17 +117,15 @@ class PrivacyFilter(logging.Filter):
         return True
 
 
-def _scrub_args(args: object) -> object:
+def _scrub_args(args: tuple[object, ...] | Mapping[str, object]) -> tuple[object, ...] | Mapping[str, object]:
     def scrub(value: object) -> object:
         if value is None or isinstance(value, (bool, int, float, Enum)):
             return value
         return f"<{type(value).__name__}>"
 
-    if isinstance(args, dict):
-        return {k: scrub(v) for k, v in args.items()}
     if isinstance(args, tuple):
         return tuple(scrub(v) for v in args)
-    return scrub(args)
+    return {k: scrub(v) for k, v in args.items()}
 
 
 def safe_traceback(
@@ -149,7 +148,7 @@ def safe_traceback(
     return "\n".join(lines) if lines else (exc_type.__name__ if exc_type else "")
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record (like logging's
     last-resort handler), so replacing stderr (tests, daemons) never leaves it writing to a
     closed stream."""
@@ -157,7 +156,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

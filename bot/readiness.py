@@ -17,11 +17,11 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -115,7 +115,7 @@ class _LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line of every mapping (``__line__``, 1-based)."""
 
 
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[Hashable, Any]:
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     return mapping
@@ -124,7 +124,7 @@ def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -177,6 +177,7 @@ def _rule(entry: Any, index: int) -> tuple[Rule | None, list[tuple[int | None, s
                 problem(f"{name}: unknown choice {shown} for {question} (one of {', '.join(choices)})")
     if problems:
         return None, problems
+    assert isinstance(reason, str) and isinstance(colour, str)  # checked above
     return (
         Rule(
             reason=reason,
@@ -184,7 +185,7 @@ def _rule(entry: Any, index: int) -> tuple[Rule | None, list[tuple[int | None, s
             question=question,
             at_least=at_least,
             at_most=at_most,
-            is_=frozenset(is_ if isinstance(is_, list) else [is_]) if "is" in given else None,
+            is_=frozenset(v for v in (is_ if isinstance(is_, list) else [is_]) if isinstance(v, str)) if "is" in given else None,
             includes=includes if "includes" in given else None,
         ),
         [],
@@ -194,7 +195,7 @@ def _rule(entry: Any, index: int) -> tuple[Rule | None, list[tuple[int | None, s
 def parse_rules(text: str) -> tuple[Rule, ...]:
     """The rules in the text of a rules file; ReadinessRulesError listing every problem."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ReadinessRulesError([(mark.line + 1 if mark else None, "not valid YAML")]) from None

@@ -219,7 +219,8 @@ async def start_bot_task(
     A start-up failure is raised here, as it would be by ``run_bot`` itself."""
     ready: asyncio.Future[Application] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_bot(settings, stop=stop, ready=ready, **options))  # type: ignore[arg-type]
-    done, _ = await asyncio.wait({task, ready}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if ready in done:
         return task, ready.result()
     if task in done:

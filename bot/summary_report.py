@@ -183,7 +183,6 @@ svg{max-width:100%;height:auto;font-family:system-ui,sans-serif}
 def render_report(data: ReportData, content: Content) -> str:
     """The summary as one self-contained HTML document (see the module docstring)."""
     words = _Words(content, data.language, data.zone)
-    alias = _esc(data.alias)
     out: list[str] = [
         f'<!doctype html><html lang="{_esc(data.language)}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',

@@ -12,7 +12,7 @@ with the record id taken from a signed button payload (``bot.callbacks``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from telegram import Update
@@ -21,7 +21,8 @@ from telegram.ext import ConversationHandler
 from bot.context import BotContext
 from bot.db.models import Role
 
-Callback = Callable[[Update, BotContext], Awaitable[Any]]
+# A handler callback, or a job callback (context only) declared public
+Callback = Callable[..., Coroutine[Any, Any, Any]]
 F = TypeVar("F", bound=Callback)
 
 ALLOWED_ROLES = "__allowed_roles__"  # None = public

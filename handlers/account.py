@@ -28,6 +28,7 @@ from bot.services.people import Identity
 from bot.services.preferences import local_now
 from handlers.access import requires
 from handlers.common import crisis_block, keyboard, local_time, say, settle, text
+from handlers.parts import chat_id_of, query_of
 
 # Button data (no record ids: each acts on the presser's own record only).
 ERASE_ASK = "acct:erase_ask"
@@ -51,7 +52,7 @@ async def my_data(update: Update, context: BotContext) -> None:
     document = await context.services.data_rights.export(identity)
     day = local_now(identity.timezone).date().isoformat()
     await context.bot.send_document(
-        update.effective_chat.id,
+        chat_id_of(update),
         document=InputFile(document, filename=f"my-data-{day}.json"),
         caption=await text(update, context, "account.mydata.caption"),
         protect_content=False,
@@ -102,7 +103,7 @@ async def delete_now(update: Update, context: BotContext) -> None:
     stranger = _as_stranger(identity)
     context.remember_identity(stranger)
     await context.services.menus.apply(context.bot, stranger)
-    await context.bot.send_message(update.effective_chat.id, goodbye)
+    await context.bot.send_message(chat_id_of(update), goodbye)
 
 
 @requires(Role.CLIENT)
@@ -118,6 +119,7 @@ async def delete_kept(update: Update, context: BotContext) -> None:
 async def consent_command(update: Update, context: BotContext) -> None:
     """What the client agreed to (version, date, choice) and what they can do about it."""
     identity = await context.identity(update)
+    assert identity.person_id is not None  # a client is registered
     status = await context.services.consent.current(identity.person_id)
     if status is None:  # a client always has one; should it be missing, offer to give it
         await _offer_consent(update, context)
@@ -146,7 +148,7 @@ async def consent_command(update: Update, context: BotContext) -> None:
 @requires(Role.CLIENT)
 async def consent_read(update: Update, context: BotContext) -> None:
     """The consent text, for reading (the status message keeps its buttons)."""
-    await update.callback_query.answer()
+    await query_of(update).answer()
     await say(
         update,
         context,

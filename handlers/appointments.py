@@ -61,6 +61,7 @@ from handlers.common import (
     use_the_buttons,
 )
 from handlers.preferences import stored_identity
+from handlers.parts import button_match, chat_id_of, message_of, query_of
 
 FLOW = "appointments"
 KIND_STATE = "appointments_kind"
@@ -150,8 +151,9 @@ async def show(update: Update, context: BotContext) -> int:
     if identity.role is Role.CLIENT:
         await _show_own(update, context)
     elif identity.role is Role.THERAPIST:
+        assert identity.person_id is not None  # a therapist is registered
         body, markup = await _list(update, context, identity.person_id)
-        await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+        await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
     else:
         await _show_therapists(update, context)
     return ConversationHandler.END
@@ -172,7 +174,7 @@ async def _show_own(update: Update, context: BotContext) -> None:
             when=await _when(update, context, appointment.starts_at, identity.timezone),
             therapist=appointment.therapist_name or await text(update, context, "appointments.no_therapist_name"),
         ))
-    await context.bot.send_message(update.effective_chat.id, "\n".join(lines))
+    await context.bot.send_message(chat_id_of(update), "\n".join(lines))
 
 
 async def _show_therapists(update: Update, context: BotContext) -> None:
@@ -235,7 +237,7 @@ async def therapist_chosen(update: Update, context: BotContext) -> int:
     except NotAllowed as exc:
         return await _refused(update, context, THERAPIST, exc)
     await settle(update)
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -248,8 +250,8 @@ async def back_to_list(update: Update, context: BotContext) -> int:
         body, markup = await _list(update, context, ids[0])
     except NotAllowed as exc:
         return await _refused(update, context, LIST, exc)
-    await update.callback_query.answer()
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).answer()
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -281,7 +283,7 @@ async def open_appointment(update: Update, context: BotContext) -> int:
     appointment = await _editable(update, context, OPEN)
     if appointment is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     pack = packer(update, context)
     markup = keyboard(
         [
@@ -291,7 +293,7 @@ async def open_appointment(update: Update, context: BotContext) -> int:
         [(await text(update, context, "appointments.back_button"), pack(LIST, appointment.therapist_id))],
     )
     body = await text(update, context, "appointments.page", **await _page_words(update, context, appointment))
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -329,7 +331,7 @@ async def ask_move(update: Update, context: BotContext) -> str | int:
         "when": await _when(update, context, appointment.starts_at, zone), "zone": zone,
     }
     await context.bot.send_message(
-        update.effective_chat.id,
+        chat_id_of(update),
         await text(update, context, "appointments.ask_move", **words) + "\n\n" + await _formats(update, context, zone),
     )
     return MOVE_STATE
@@ -342,7 +344,7 @@ async def move_typed(update: Update, context: BotContext) -> str | int:
         await say(update, context, "appointments.lost")
         return ConversationHandler.END
     identity = await context.identity(update)
-    typed = update.message.text or ""
+    typed = message_of(update).text or ""
     try:
         moved = await context.services.appointments.move(identity, draft.appointment_id, typed)
     except NotAllowed as exc:
@@ -379,14 +381,14 @@ async def confirm_cancel(update: Update, context: BotContext) -> int:
     appointment = await _editable(update, context, CANCEL)
     if appointment is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     pack = packer(update, context)
     markup = keyboard(
         [(await text(update, context, "appointments.cancel_yes_button"), pack(CANCEL_OK, appointment.id))],
         [(await text(update, context, "appointments.cancel_no_button"), pack(OPEN, appointment.id))],
     )
     body = await text(update, context, "appointments.cancel_confirm", **await _page_words(update, context, appointment))
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -404,9 +406,9 @@ async def cancel(update: Update, context: BotContext) -> int:
         await settle(update)
         await say(update, context, f"appointments.gone.{_gone(exc.reason)}")
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     pack = packer(update, context)
-    await update.callback_query.edit_message_text(
+    await query_of(update).edit_message_text(
         await text(update, context, "appointments.cancelled",
                    when=await _when(update, context, cancelled.starts_at, cancelled.timezone)),
         reply_markup=keyboard([(await text(update, context, "appointments.back_button"), pack(LIST, cancelled.therapist_id))]),
@@ -471,10 +473,10 @@ async def kind_chosen(update: Update, context: BotContext) -> str | int:
     if draft is None or draft.client_id is None or draft.zone is None:
         await say(update, context, "appointments.lost")
         return ConversationHandler.END
-    draft.kind = KIND_BUTTON.match(update.callback_query.data).group(1)
+    draft.kind = button_match(KIND_BUTTON, update).group(1)
     await _keep(update, context, draft)
     await context.bot.send_message(
-        update.effective_chat.id,
+        chat_id_of(update),
         await text(update, context, "appointments.ask_time", kind=await _kind(update, context, draft.kind))
         + "\n\n" + await _formats(update, context, draft.zone),
     )
@@ -488,7 +490,7 @@ async def time_typed(update: Update, context: BotContext) -> str | int:
         await say(update, context, "appointments.lost")
         return ConversationHandler.END
     identity = await context.identity(update)
-    typed = update.message.text or ""
+    typed = message_of(update).text or ""
     try:
         made = await context.services.appointments.create(identity, draft.client_id, typed, AppointmentKind(draft.kind))
     except NotAllowed as exc:
@@ -528,7 +530,7 @@ async def _bad_time(
             "until": exc.conflict.ends_at.astimezone(ZoneInfo(zone)).strftime("%H:%M"),
         }
     await context.bot.send_message(
-        update.effective_chat.id,
+        chat_id_of(update),
         await text(update, context, f"appointments.errors.{exc.reason}", **params)
         + "\n\n" + await _formats(update, context, zone),
     )
@@ -568,7 +570,7 @@ async def reschedule(update: Update, context: BotContext) -> None:
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
-    buttons = [
+    buttons: list[BaseHandler] = [
         CallbackQueryHandler(therapist_chosen, pattern=CallbackCodec.pattern(THERAPIST)),
         CallbackQueryHandler(back_to_list, pattern=CallbackCodec.pattern(LIST)),
         CallbackQueryHandler(new, pattern=CallbackCodec.pattern(NEW)),

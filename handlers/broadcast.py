@@ -49,6 +49,7 @@ from bot.services.broadcasts import Audience, BroadcastError, BroadcastView, Pro
 from bot.services.invites import NotAllowed
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, packer, say, settle, signed_ids, text, use_the_buttons
+from handlers.parts import button_match, chat_id_of, message_of, query_of
 
 FLOW = "broadcast"
 TEXT_STATE = "broadcast_text"
@@ -150,7 +151,7 @@ async def start(update: Update, context: BotContext) -> str:
 async def template_chosen(update: Update, context: BotContext) -> str | int:
     await settle(update)
     identity = await context.identity(update)
-    name = TEMPLATE_BUTTON.match(update.callback_query.data).group(1)
+    name = button_match(TEMPLATE_BUTTON, update).group(1)
     try:
         broadcast_id = await context.services.broadcasts.draft(identity, "", template=name)
     except NotAllowed as exc:
@@ -166,7 +167,7 @@ async def template_chosen(update: Update, context: BotContext) -> str | int:
 @requires(Role.STAFF)
 async def text_typed(update: Update, context: BotContext) -> str | int:
     identity = await context.identity(update)
-    message = update.message
+    message = message_of(update)
     # What was typed, as Telegram HTML (bold, italic and links the sender's app made are kept).
     typed = message.text_html if message.entities else (message.text or "")
     try:
@@ -193,7 +194,7 @@ async def audience_chosen(update: Update, context: BotContext) -> str | int:
     await settle(update)
     if draft is None:
         return await _lost(update, context)
-    draft.kind = AUDIENCE_BUTTON.match(update.callback_query.data).group(1)
+    draft.kind = button_match(AUDIENCE_BUTTON, update).group(1)
     draft.therapist_id = draft.days = None
     await _keep(update, context, draft)
     if draft.kind == "appointments":
@@ -235,7 +236,7 @@ async def days_typed(update: Update, context: BotContext) -> str | int:
     draft = await _draft(update, context)
     if draft is None:
         return await _lost(update, context)
-    typed = (update.message.text or "").strip()
+    typed = (message_of(update).text or "").strip()
     if not typed.isdigit() or not 1 <= int(typed) <= 60:
         await say(update, context, "broadcast.errors.bad_days")
         return DAYS_STATE
@@ -258,7 +259,7 @@ async def language_chosen(update: Update, context: BotContext) -> str | int:
     await settle(update)
     if draft is None:
         return await _lost(update, context)
-    chosen = LANGUAGE_BUTTON.match(update.callback_query.data).group(1)
+    chosen = button_match(LANGUAGE_BUTTON, update).group(1)
     if chosen != "all" and chosen not in context.services.content.languages:
         return LANGUAGE_STATE
     draft.language = None if chosen == "all" else chosen
@@ -295,7 +296,7 @@ async def _preview(update: Update, context: BotContext, draft: BroadcastDraft) -
         return await _lost(update, context)
     if reach is None:
         return AUDIENCE_STATE
-    chat = update.effective_chat.id
+    chat = chat_id_of(update)
     words: list[str] = []
     for language in sorted(reach.by_language):
         title = await text(update, context, "broadcast.preview_title",
@@ -330,7 +331,7 @@ async def decided(update: Update, context: BotContext) -> str | int:
     await settle(update)
     if draft is None:
         return await _lost(update, context)
-    choice = DECIDE_BUTTON.match(update.callback_query.data).group(1)
+    choice = button_match(DECIDE_BUTTON, update).group(1)
     identity = await context.identity(update)
     if choice == "discard":
         return await _discard(update, context, draft)
@@ -360,7 +361,7 @@ async def time_typed(update: Update, context: BotContext) -> str | int:
     identity = await context.identity(update)
     zone = identity.timezone
     try:
-        at = context.services.broadcasts.check_time(update.message.text or "", zone)
+        at = context.services.broadcasts.check_time(message_of(update).text or "", zone)
     except BroadcastError as exc:
         await say(update, context, f"broadcast.errors.{exc.reason}", zone=zone, example=_example(zone))
         return TIME_STATE
@@ -387,7 +388,7 @@ async def _confirm(update: Update, context: BotContext, draft: BroadcastDraft) -
         [(await text(update, context, "broadcast.yes_button"), "bcc:yes")],
         [(await text(update, context, "broadcast.no_button"), "bcc:no")],
     )
-    await context.bot.send_message(update.effective_chat.id, question, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), question, reply_markup=markup)
     return CONFIRM_STATE
 
 
@@ -397,7 +398,7 @@ async def confirmed(update: Update, context: BotContext) -> str | int:
     await settle(update)
     if draft is None:
         return await _lost(update, context)
-    if CONFIRM_BUTTON.match(update.callback_query.data).group(1) == "no":
+    if button_match(CONFIRM_BUTTON, update).group(1) == "no":
         return await _discard(update, context, draft)
     identity = await context.identity(update)
     at = datetime.fromisoformat(draft.at) if draft.at else None
@@ -420,7 +421,7 @@ async def confirmed(update: Update, context: BotContext) -> str | int:
     else:
         figures = await context.services.broadcasts.progress(view.id)
         body = progress_text(context.services.content, identity.language, figures)
-    sent = await context.bot.send_message(update.effective_chat.id, body)
+    sent = await context.bot.send_message(chat_id_of(update), body)
     await context.services.broadcasts.attach_progress(view.id, sent.chat_id, sent.message_id)
     return ConversationHandler.END
 
@@ -523,7 +524,7 @@ async def show(update: Update, context: BotContext) -> None:
         await say(update, context, "broadcast.list_empty")
         return
     body, markup = listing
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
 
 
 @requires(Role.STAFF)
@@ -532,15 +533,15 @@ async def turn_page(update: Update, context: BotContext) -> None:
     ids = await signed_ids(update, context, PAGE)
     if not ids:
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     listing = await _listing(update, context, ids[0])
     if listing is None:
-        await update.callback_query.edit_message_reply_markup(reply_markup=None)
+        await query_of(update).edit_message_reply_markup(reply_markup=None)
         await say(update, context, "broadcast.list_empty")
         return
     body, markup = listing
     try:
-        await update.callback_query.edit_message_text(body, reply_markup=markup)
+        await query_of(update).edit_message_text(body, reply_markup=markup)
     except BadRequest:  # "message is not modified": pressed twice
         pass
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -61,6 +62,7 @@ from handlers.common import (
 )
 from handlers.common import settle_again_ok as settle  # an old message's second press is no error
 from handlers.safety import crisis_confirmed
+from handlers.parts import button_match, chat_id_of, message_of, query_of
 
 FLOW = "checkin"
 TOTAL = len(QUESTIONS)
@@ -106,6 +108,7 @@ async def _answer_words(update: Update, context: BotContext, question: str, valu
     if question == "stressors":
         if not value:
             return await text(update, context, "checkin.answers.no_stressors")
+        assert isinstance(value, (tuple, list))  # stressors: a tuple once validated (bot.checkins)
         return ", ".join([await _choice(update, context, question, v) for v in value])
     if question == "note":
         return html.escape(str(value)) if value else await text(update, context, "checkin.answers.no_note")
@@ -205,7 +208,7 @@ async def ask(update: Update, context: BotContext, view: CheckInView, *, changin
     elif question in PREFILLED and not changing:
         parts.append(await _suggestion(update, context, question))
     await context.bot.send_message(
-        update.effective_chat.id,
+        chat_id_of(update),
         "\n\n".join(parts),
         reply_markup=await _question_markup(update, context, view, question, changing=changing),
     )
@@ -315,10 +318,10 @@ async def _store(update: Update, context: BotContext, question: str, value: obje
 
 
 def _pressed_value(update: Update) -> str:
-    return update.callback_query.data.rsplit(":", 1)[1]
+    return (query_of(update).data or "").rsplit(":", 1)[1]
 
 
-def scale_answer(question: str) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def scale_answer(question: str) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     """distress, practice_days (after Change it) and ready: a number from the grid."""
 
     @requires(Role.CLIENT)
@@ -331,7 +334,7 @@ def scale_answer(question: str) -> Callable[[Update, BotContext], Awaitable[str 
     return answered
 
 
-def choice_answer(question: str) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def choice_answer(question: str) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     """sleep, practice_help (after Change it), support, detached, substances."""
 
     @requires(Role.CLIENT)
@@ -347,17 +350,17 @@ def choice_answer(question: str) -> Callable[[Update, BotContext], Awaitable[str
 @requires(Role.CLIENT)
 async def toggle_stressor(update: Update, context: BotContext) -> str | int:
     """A stressor on or off; the same message shows the choice (Done goes on)."""
-    await update.callback_query.answer()
+    await query_of(update).answer()
     identity = await context.identity(update)
     service = context.services.checkins
     view = await service.current(identity)
     if view is None:
-        await update.callback_query.edit_message_reply_markup(reply_markup=None)
+        await query_of(update).edit_message_reply_markup(reply_markup=None)
         return await _gone(update, context)
     chosen = set(view.answers.get("stressors", ()))
     chosen ^= {_pressed_value(update)}
     view = await service.answer(identity, "stressors", tuple(chosen), advance=False)
-    await update.callback_query.edit_message_reply_markup(
+    await query_of(update).edit_message_reply_markup(
         reply_markup=await _question_markup(update, context, view, "stressors")
     )
     return ASK["stressors"]
@@ -373,7 +376,7 @@ async def stressors_done(update: Update, context: BotContext) -> str | int:
     return await ask(update, context, view) if view else await _gone(update, context)
 
 
-def confirm_suggestion(question: str) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def confirm_suggestion(question: str) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     """That's right: the practice log's suggestion becomes the answer."""
 
     @requires(Role.CLIENT)
@@ -388,7 +391,7 @@ def confirm_suggestion(question: str) -> Callable[[Update, BotContext], Awaitabl
     return confirmed
 
 
-def change_suggestion(question: str) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def change_suggestion(question: str) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     """Change it: the question again, with all its answers to choose from."""
 
     @requires(Role.CLIENT)
@@ -432,7 +435,7 @@ async def self_harm_answer(update: Update, context: BotContext) -> str | int:
     if value != "yes":
         return await ask(update, context, view)
     flows = context.flows
-    key = flows.key_of(update)
+    key = flows.key_in(update)
     flows.flows[FLOW].set_state(key, ASK[view.step] if view.step in ASK else REVIEWING)
     paused = await flows.pause(update, context)
     await crisis_confirmed(update, context)
@@ -446,7 +449,7 @@ async def self_harm_answer(update: Update, context: BotContext) -> str | int:
 async def note_typed(update: Update, context: BotContext) -> str | int:
     """The note (the safety layer has read it already: one that took the crisis or boundary
     route never gets here). Too long: said so, nothing kept, the same question again."""
-    words = (update.message.text or "").strip()
+    words = (message_of(update).text or "").strip()
     view = await context.services.checkins.current(await context.identity(update))
     if view is None:
         return await _gone(update, context)
@@ -467,7 +470,7 @@ async def no_note(update: Update, context: BotContext) -> str | int:
     return await ask(update, context, view) if view else await _gone(update, context)
 
 
-def typed_at_buttons(question: str) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def typed_at_buttons(question: str) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     """Typed text where buttons are expected: said so, and the question again."""
 
     @requires(Role.CLIENT)
@@ -488,7 +491,7 @@ def typed_at_buttons(question: str) -> Callable[[Update, BotContext], Awaitable[
 @requires(Role.CLIENT)
 async def back(update: Update, context: BotContext) -> str | int:
     await settle(update)
-    step = update.callback_query.data.split(":", 2)[2]
+    step = (query_of(update).data or "").split(":", 2)[2]
     try:
         view = await context.services.checkins.back(await context.identity(update), step)
     except NoCheckIn:
@@ -521,7 +524,7 @@ async def edit_asked(update: Update, context: BotContext) -> str:
 @requires(Role.CLIENT)
 async def picked(update: Update, context: BotContext) -> str | int:
     await settle(update)
-    question = PICKED.match(update.callback_query.data).group(1)
+    question = button_match(PICKED, update).group(1)
     try:
         view = await context.services.checkins.go_to(await context.identity(update), question)
     except (NoCheckIn, InvalidAnswer):
@@ -567,17 +570,17 @@ async def _resumed(update: Update, context: BotContext, state: object) -> None:
     view = await context.services.checkins.current(await context.identity(update))
     if view is None:
         await _gone(update, context)
-        context.flows.flows[FLOW].set_state(context.flows.key_of(update), ConversationHandler.END)
+        context.flows.flows[FLOW].set_state(context.flows.key_in(update), ConversationHandler.END)
         return
     if state == RESUME:
         await _begin(update, context)
     elif state == PICK:
         await review(update, context, view)
-        context.flows.flows[FLOW].set_state(context.flows.key_of(update), REVIEWING)
+        context.flows.flows[FLOW].set_state(context.flows.key_in(update), REVIEWING)
     else:
         shown = await ask(update, context, view)
         if shown != state:
-            context.flows.flows[FLOW].set_state(context.flows.key_of(update), shown)
+            context.flows.flows[FLOW].set_state(context.flows.key_in(update), shown)
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter, content: Content) -> BaseHandler:

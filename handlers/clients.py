@@ -32,6 +32,7 @@ from bot.services.clinic import ClientSummary
 from bot.services.names import InvalidAlias
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, local_time, packer, say, signed_ids, text
+from handlers.parts import chat_id_of, message_of, query_of, user_data_of
 
 RENAME_STATE = "clients_rename"
 
@@ -57,7 +58,7 @@ async def show_clients(update: Update, context: BotContext) -> int:
     except NotAllowed as refused:
         await refuse(update, context, what="/clients", reason=refused.reason)
         return ConversationHandler.END
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -71,8 +72,8 @@ async def turn_page(update: Update, context: BotContext) -> int:
     except NotAllowed as refused:
         await refuse(update, context, what=f"button:{PAGE}", reason=refused.reason)
         return ConversationHandler.END
-    await update.callback_query.answer()
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).answer()
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -149,7 +150,7 @@ async def open_client(update: Update, context: BotContext) -> int:
     client = await _client_or_refuse(update, context, OPEN)
     if client is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     await _show_page(update, context, client)
     return ConversationHandler.END
 
@@ -180,7 +181,7 @@ async def _show_page(update: Update, context: BotContext, client: ClientSummary)
         ],
         [(await text(update, context, "clients.back_button"), pack(PAGE, 0))],
     )
-    await update.callback_query.edit_message_text("\n".join(lines), reply_markup=markup)
+    await query_of(update).edit_message_text("\n".join(lines), reply_markup=markup)
 
 
 # -- rename --------------------------------------------------------------------------------
@@ -191,29 +192,29 @@ async def ask_new_alias(update: Update, context: BotContext) -> str | int:
     client = await _client_or_refuse(update, context, RENAME)
     if client is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
-    context.user_data[_RENAMING] = client.client_id
+    await query_of(update).answer()
+    user_data_of(context)[_RENAMING] = client.client_id
     await say(update, context, "clients.ask_alias", alias=await _name(update, context, client, 0))
     return RENAME_STATE
 
 
 @requires(Role.THERAPIST)
 async def receive_new_alias(update: Update, context: BotContext) -> str | int:
-    client_id = context.user_data.get(_RENAMING)
+    client_id = user_data_of(context).get(_RENAMING)
     if client_id is None:  # the bot restarted in between
         await say(update, context, "clients.rename_lost")
         return ConversationHandler.END
     identity = await context.identity(update)
     try:
-        alias = await context.services.clinic.rename_client(identity, client_id, update.message.text or "")
+        alias = await context.services.clinic.rename_client(identity, client_id, message_of(update).text or "")
     except InvalidAlias:
         await say(update, context, "clients.alias_invalid")
         return RENAME_STATE
     except NotAllowed as refused:
-        context.user_data.pop(_RENAMING, None)
+        user_data_of(context).pop(_RENAMING, None)
         await refuse(update, context, what="clients:rename", reason=refused.reason)
         return ConversationHandler.END
-    context.user_data.pop(_RENAMING, None)
+    user_data_of(context).pop(_RENAMING, None)
     await say(update, context, "clients.renamed", alias=alias)
     return ConversationHandler.END
 
@@ -226,14 +227,14 @@ async def confirm_unlink(update: Update, context: BotContext) -> int:
     client = await _client_or_refuse(update, context, UNLINK)
     if client is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     pack = packer(update, context)
     markup = keyboard(
         [(await text(update, context, "clients.unlink_yes_button"), pack(UNLINK_OK, client.client_id))],
         [(await text(update, context, "clients.unlink_no_button"), pack(OPEN, client.client_id))],
     )
     body = await text(update, context, "clients.unlink_confirm", alias=await _name(update, context, client, 0))
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -248,14 +249,14 @@ async def unlink(update: Update, context: BotContext) -> int:
     except NotAllowed as refused:  # lost in the meantime
         await refuse(update, context, what=f"button:{UNLINK_OK}", reason=refused.reason)
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     body = await text(update, context, "clients.unlinked", alias=await _name(update, context, client, 0))
-    await update.callback_query.edit_message_text(body)
+    await query_of(update).edit_message_text(body)
     return ConversationHandler.END
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
-    buttons = [
+    buttons: list[BaseHandler] = [
         CallbackQueryHandler(turn_page, pattern=CallbackCodec.pattern(PAGE)),
         CallbackQueryHandler(open_client, pattern=CallbackCodec.pattern(OPEN)),
         CallbackQueryHandler(ask_new_alias, pattern=CallbackCodec.pattern(RENAME)),

@@ -18,6 +18,7 @@ from bot.content import trusted_html
 from bot.context import BotContext
 from bot.flows import Flow, FlowHooks, Paused
 from handlers.access import public, refuse
+from handlers.parts import chat_id_of, query_of, user_id_of
 
 
 async def text(update: Update, context: BotContext, key: str, **params: Any) -> str:
@@ -54,7 +55,7 @@ async def crisis_block(update: Update, context: BotContext) -> str:
 async def settle(update: Update) -> None:
     """A button was pressed: acknowledge it and take the buttons off that message, so the
     same choice cannot be made twice."""
-    query = update.callback_query
+    query = query_of(update)
     await query.answer()
     await query.edit_message_reply_markup(reply_markup=None)
 
@@ -111,7 +112,7 @@ async def send_with_way_back(update: Update, context: BotContext, body: str, pau
     """``body``, then a line naming the paused flow, with ↩ Back to where I was and End it."""
     flow = await text(update, context, f"flows.names.{paused.flow}")
     return await context.bot.send_message(
-        update.effective_chat.id,
+        chat_id_of(update),
         f"{body}\n\n{await text(update, context, 'flows.paused', flow=flow)}",
         reply_markup=keyboard(
             [(await text(update, context, "flows.back"), FLOW_BACK)],
@@ -124,7 +125,7 @@ async def offer_grounding(update: Update, context: BotContext, *parts: str | Non
     """Something was stopped: say so (``parts``, the empty ones left out) and offer the
     one-minute grounding step (button data ``yes``) or simply ending (``no``)."""
     return await context.bot.send_message(
-        update.effective_chat.id,
+        chat_id_of(update),
         "\n\n".join(part for part in parts if part),
         reply_markup=keyboard(
             [(await text(update, context, "exercises.buttons.grounding"), yes)],
@@ -144,7 +145,7 @@ def packer(update: Update, context: BotContext) -> Callable[..., str]:
     """``pack(action, *ids)``: a button payload signed for the asker (the inverse of
     ``signed_ids``)."""
     codec = context.services.callbacks
-    user_id = update.effective_user.id
+    user_id = user_id_of(update)
     return lambda action, *ids: codec.pack(user_id, action, *ids)
 
 

@@ -8,6 +8,7 @@ from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 from bot.context import BotContext
 from handlers.access import public
 from handlers.common import crisis_block, say, send_with_way_back, text
+from handlers.parts import query_of
 
 
 @public
@@ -30,7 +31,7 @@ async def stray_text(update: Update, context: BotContext) -> None:
 @public
 async def stale_button(update: Update, context: BotContext) -> None:
     """A button from an old message (a finished conversation, or before a restart)."""
-    query = update.callback_query
+    query = query_of(update)
     await query.answer(await text(update, context, "fallback.stale_button"))
     if query.message is not None and query.message.is_accessible:
         await query.edit_message_reply_markup(reply_markup=None)

@@ -22,6 +22,7 @@ from bot.context import BotContext
 from handlers.access import public
 from handlers.common import FLOW_BACK, FLOW_END, crisis_block, say, send_with_way_back, settle, text
 from handlers.fallback import stale_button
+from handlers.parts import chat_id_of
 
 
 @public
@@ -32,7 +33,7 @@ async def help_command(update: Update, context: BotContext) -> None:
     body = await text(update, context, f"help.{identity.menu}", crisis=await crisis_block(update, context))
     paused = await context.flows.pause(update, context)
     if paused is None:
-        await context.bot.send_message(update.effective_chat.id, body)
+        await context.bot.send_message(chat_id_of(update), body)
         return
     await send_with_way_back(update, context, body, paused)
 

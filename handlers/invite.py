@@ -28,6 +28,7 @@ from bot.services.invites import NewInvite, NotAllowed
 from bot.services.names import InvalidAlias
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, local_time, say, settle, text
+from handlers.parts import chat_id_of, message_of
 
 ALIAS = "invite_alias"
 SKIP = "invite:skip"
@@ -55,7 +56,7 @@ async def send_invite(
         return None
     key = "invite.client_link" if alias else _LINK_TEXT[kind]
     expires = await local_time(update, context, made.expires_at, "invite.expires_format")
-    chat_id = update.effective_chat.id
+    chat_id = chat_id_of(update)
     await context.bot.send_message(
         chat_id,
         await text(update, context, key, link=made.link, expires=expires, alias=alias or ""),
@@ -86,7 +87,7 @@ async def invite(update: Update, context: BotContext) -> str:
 @requires(Role.THERAPIST)
 async def receive_alias(update: Update, context: BotContext) -> str | int:
     try:
-        await send_invite(update, context, InviteKind.CLIENT, alias=update.message.text or "")
+        await send_invite(update, context, InviteKind.CLIENT, alias=message_of(update).text or "")
     except InvalidAlias:
         await say(update, context, "invite.alias_invalid")
         return ALIAS

@@ -111,6 +111,7 @@ async def begin(update: Update, context: BotContext, view: InviteView) -> int:
 async def show_about(update: Update, context: BotContext) -> int:
     view = await _pressed_invite(update, context, ABOUT)
     if view is not None:
+        assert view.id is not None  # a usable invite is a stored one
         await say(
             update,
             context,
@@ -125,6 +126,7 @@ async def show_about(update: Update, context: BotContext) -> int:
 async def show_consent(update: Update, context: BotContext) -> int:
     view = await _pressed_invite(update, context, CONSENT)
     if view is not None:
+        assert view.id is not None  # a usable invite is a stored one
         await say(
             update,
             context,

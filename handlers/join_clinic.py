@@ -23,6 +23,7 @@ from bot.services.clinic import JoinRefused
 from handlers.access import public
 from handlers.common import keyboard, say, settle, text, use_the_buttons
 from handlers.setkey import send_reader
+from handlers.parts import message_of, user_data_of
 
 # States of the welcome conversation.
 TERMS = "practice_terms"
@@ -47,7 +48,7 @@ async def begin(update: Update, context: BotContext, view: InviteView) -> str | 
     if identity.role is not None:
         await say(update, context, "clinic.link.enrolled")
         return ConversationHandler.END
-    context.user_data[_PENDING] = (view.token_hash, view.kind.value)
+    user_data_of(context)[_PENDING] = (view.token_hash, view.kind.value)
     role = await text(update, context, f"clinic.role_name.{view.kind.value}")
     await say(
         update,
@@ -65,7 +66,7 @@ async def begin(update: Update, context: BotContext, view: InviteView) -> str | 
 @public
 async def accept_terms(update: Update, context: BotContext) -> str | int:
     await settle(update)
-    if _PENDING not in context.user_data:
+    if _PENDING not in user_data_of(context):
         return await _lost(update, context)
     await say(update, context, "clinic.ask_name")
     return NAME
@@ -74,7 +75,7 @@ async def accept_terms(update: Update, context: BotContext) -> str | int:
 @public
 async def decline_terms(update: Update, context: BotContext) -> int:
     await settle(update)
-    context.user_data.pop(_PENDING, None)
+    user_data_of(context).pop(_PENDING, None)
     await say(update, context, "clinic.declined")
     return ConversationHandler.END
 
@@ -82,24 +83,24 @@ async def decline_terms(update: Update, context: BotContext) -> int:
 @public
 async def receive_name(update: Update, context: BotContext) -> str | int:
     """The display name: enrol, claim the invite, set the menu. Bad input: ask again."""
-    pending = context.user_data.get(_PENDING)
+    pending = user_data_of(context).get(_PENDING)
     if pending is None:
         return await _lost(update, context)
     token_hash, kind = pending
     identity = await context.identity(update)
     try:
-        joined = await context.services.clinic.join(identity, token_hash, update.message.text or "")
+        joined = await context.services.clinic.join(identity, token_hash, message_of(update).text or "")
     except InvalidDisplayName:
         await say(update, context, "clinic.name_invalid")
         return NAME
     except JoinRefused as refused:
-        context.user_data.pop(_PENDING, None)
+        user_data_of(context).pop(_PENDING, None)
         await say(update, context, f"clinic.link.{refused.reason}")
         return ConversationHandler.END
-    context.user_data.pop(_PENDING, None)
+    user_data_of(context).pop(_PENDING, None)
     context.remember_identity(joined)
     await context.services.menus.apply(context.bot, joined)
-    name = clean_display_name(update.message.text) or ""
+    name = clean_display_name(message_of(update).text) or ""
     await say(update, context, f"clinic.joined_{kind}", name=name)
     if kind == InviteKind.THERAPIST.value:  # the page that makes their key and opens summaries
         await send_reader(update, context)

@@ -27,6 +27,7 @@ from bot.db.models import Role
 from bot.services.learning import Asked
 from handlers.access import public, refuse
 from handlers.common import keyboard, packer, say, text
+from handlers.parts import chat_id_of, query_of, user_id_of
 
 # Signed callback actions.
 MENU = "lrn.menu"  # no arguments
@@ -45,7 +46,7 @@ ASKED_KEYS = {
 async def learn(update: Update, context: BotContext) -> None:
     """/learn: the menu, as a new message."""
     body, markup = await _menu(update, context)
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
 
 
 @public
@@ -53,7 +54,7 @@ async def show_menu(update: Update, context: BotContext) -> None:
     """[Menu]: the menu, in place of the page."""
     if await _args(update, context, MENU) is None:
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     body, markup = await _menu(update, context)
     await _edit(update, body, markup)
 
@@ -65,7 +66,7 @@ async def show_page(update: Update, context: BotContext) -> None:
     if found is None:
         return
     module, page = found
-    await update.callback_query.answer()
+    await query_of(update).answer()
     identity = await context.identity(update)
     await context.services.learning.page_seen(identity, module.id, page, len(module.pages))
     await _edit(update, await _page_text(update, context, module, page), await _page_buttons(update, context, module, page))
@@ -78,7 +79,7 @@ async def finish_module(update: Update, context: BotContext) -> None:
     if found is None:
         return
     module, _ = found
-    await update.callback_query.answer()
+    await query_of(update).answer()
     identity = await context.identity(update)
     last = len(module.pages)
     await context.services.learning.page_seen(identity, module.id, last, last)
@@ -99,7 +100,7 @@ async def ask_therapist(update: Update, context: BotContext) -> None:
     if found is None:
         return
     module, page = found
-    await update.callback_query.answer()
+    await query_of(update).answer()
     identity = await context.identity(update)
     asked = await context.services.learning.ask(identity, module.id, page)
     await say(update, context, ASKED_KEYS[asked], title=module.title)
@@ -169,12 +170,12 @@ async def _menu_button(update: Update, context: BotContext) -> InlineKeyboardMar
 
 async def _edit(update: Update, body: str, markup: InlineKeyboardMarkup) -> None:
     try:
-        await update.callback_query.edit_message_text(body, reply_markup=markup)
+        await query_of(update).edit_message_text(body, reply_markup=markup)
     except BadRequest as exc:
         if "not modified" in str(exc).lower():  # the same page pressed twice: nothing to change
             return
         # The message can no longer be edited (too old, or gone): show it as a new one.
-        await update.get_bot().send_message(update.effective_chat.id, body, reply_markup=markup)
+        await update.get_bot().send_message(chat_id_of(update), body, reply_markup=markup)
 
 
 # -- payloads ---------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ async def _args(update: Update, context: BotContext, action: str) -> list[str] |
     """The arguments of a payload signed for this presser and ``action``; a forged one is
     refused (and audited): None."""
     try:
-        return context.services.callbacks.unpack(update.effective_user.id, update.callback_query.data, action)
+        return context.services.callbacks.unpack(user_id_of(update), query_of(update).data, action)
     except InvalidPayload:
         await refuse(update, context, what=f"button:{action}", reason="payload")
         return None
@@ -201,7 +202,7 @@ async def _module_and_page(update: Update, context: BotContext, action: str) -> 
         module = context.services.content.module(args[0], identity.language)
         page = int(args[1])
     except (ContentError, IndexError, ValueError):
-        await update.callback_query.answer(await text(update, context, "fallback.stale_button"))
+        await query_of(update).answer(await text(update, context, "fallback.stale_button"))
         body, markup = await _menu(update, context)
         await _edit(update, body, markup)
         return None

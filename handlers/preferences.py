@@ -31,6 +31,7 @@ from bot.services.people import Identity
 from bot.services.preferences import UnknownLanguage, UnknownZone, local_now
 from handlers.access import requires
 from handlers.common import conversation, keyboard, say, settle
+from handlers.parts import message_of, query_of
 
 ENROLLED = (Role.CLIENT, Role.THERAPIST, Role.STAFF)  # admins may do what staff do
 
@@ -69,7 +70,7 @@ async def language_buttons(update: Update, context: BotContext) -> InlineKeyboar
 async def save_language(update: Update, context: BotContext) -> Identity | None:
     """A language button was pressed: store it. None for a language we do not have."""
     await settle(update)
-    match = LANGUAGE_BUTTON.match(update.callback_query.data or "")
+    match = LANGUAGE_BUTTON.match(query_of(update).data or "")
     identity = await stored_identity(update, context)
     try:
         identity = await context.services.preferences.set_language(identity, match.group(1) if match else "")
@@ -96,14 +97,14 @@ async def ask_timezone(update: Update, context: BotContext, key: str) -> None:
 
 async def zone_from_button(update: Update, context: BotContext) -> str | None:
     await settle(update)
-    match = ZONE_BUTTON.match(update.callback_query.data or "")
+    match = ZONE_BUTTON.match(query_of(update).data or "")
     return match.group(1) if match else None
 
 
 async def zone_from_text(update: Update, context: BotContext) -> str | None:
     """A typed city or zone name. When it is unknown or fits several zones, say so (with
     the choices as buttons) and return None: the step stays where it is."""
-    lookup = context.services.preferences.resolve_zone(update.message.text or "")
+    lookup = context.services.preferences.resolve_zone(message_of(update).text or "")
     if lookup.zone is not None:
         return lookup.zone
     if lookup.choices:

@@ -26,6 +26,7 @@ from bot.content import Content
 from bot.services.progress import CHART_LABELS, Progress
 from handlers.access import requires
 from handlers.common import say, text
+from handlers.parts import chat_id_of
 
 
 @requires(Role.CLIENT)
@@ -39,7 +40,7 @@ async def progress(update: Update, context: BotContext) -> None:
     if not found.weeks:
         await say(update, context, "progress.none_recent")
         return
-    chat_id = update.effective_chat.id
+    chat_id = chat_id_of(update)
     await context.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO)
     labels = chart_labels(context.services.content, identity.language)
     # Imported on first use: matplotlib is ~40 MB resident, which a bot that never draws a

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import time
+from typing import Any
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -55,6 +56,7 @@ from handlers.common import (
     text,
     use_the_buttons,
 )
+from handlers.parts import button_match, chat_id_of, message_of, query_of
 
 EXERCISE_STATE = "reminders_exercise"
 DAYS_STATE = "reminders_days"
@@ -121,7 +123,7 @@ async def _exercise(update: Update, context: BotContext, exercise: str | None) -
     return await text(update, context, f"exercises.{exercise}.title")
 
 
-async def _words(update: Update, context: BotContext, reminder: Reminder) -> dict[str, str]:
+async def _words(update: Update, context: BotContext, reminder: Reminder) -> dict[str, Any]:  # say()'s params
     identity = await context.identity(update)
     return {
         "days": await _days(update, context, reminder.weekdays),
@@ -165,7 +167,7 @@ async def show_list(update: Update, context: BotContext) -> int:
     """/reminders: the list, as a new message."""
     await _drop(update, context)
     body, markup = await _list(update, context)
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -173,9 +175,9 @@ async def show_list(update: Update, context: BotContext) -> int:
 async def back_to_list(update: Update, context: BotContext) -> int:
     if await signed_ids(update, context, LIST) is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     body, markup = await _list(update, context)
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -209,14 +211,14 @@ async def _show_page(update: Update, context: BotContext, reminder: Reminder) ->
         [(await text(update, context, "reminders.back_button"), pack(LIST))],
     )
     body = await text(update, context, key, **await _words(update, context, reminder))
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
 
 
 @requires(Role.CLIENT)
 async def open_reminder(update: Update, context: BotContext) -> int:
     reminder = await _mine(update, context, OPEN)
     if reminder is not None:
-        await update.callback_query.answer()
+        await query_of(update).answer()
         await _show_page(update, context, reminder)
     return ConversationHandler.END
 
@@ -232,7 +234,7 @@ async def _set_active(update: Update, context: BotContext, action: str, active: 
         answer = await text(update, context, "reminders.resumed", **await _words(update, context, reminder))
     else:
         answer = await text(update, context, "reminders.paused")
-    await update.callback_query.answer(answer)
+    await query_of(update).answer(answer)
     await _show_page(update, context, reminder)
     return ConversationHandler.END
 
@@ -252,14 +254,14 @@ async def confirm_delete(update: Update, context: BotContext) -> int:
     reminder = await _mine(update, context, DELETE)
     if reminder is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     pack = packer(update, context)
     markup = keyboard(
         [(await text(update, context, "reminders.delete_yes_button"), pack(DELETE_OK, reminder.id))],
         [(await text(update, context, "reminders.delete_no_button"), pack(OPEN, reminder.id))],
     )
     body = await text(update, context, "reminders.delete_confirm", **await _words(update, context, reminder))
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -273,9 +275,9 @@ async def delete(update: Update, context: BotContext) -> int:
     except NotYours:
         await refuse(update, context, what=f"button:{DELETE_OK}", reason="ownership")
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     pack = packer(update, context)
-    await update.callback_query.edit_message_text(
+    await query_of(update).edit_message_text(
         await text(update, context, "reminders.deleted"),
         reply_markup=keyboard([(await text(update, context, "reminders.back_button"), pack(LIST))]),
     )
@@ -331,7 +333,7 @@ async def _ask_time(update: Update, context: BotContext) -> str:
 async def add(update: Update, context: BotContext) -> str | int:
     if await signed_ids(update, context, ADD) is None:
         return ConversationHandler.END
-    await update.callback_query.answer()
+    await query_of(update).answer()
     return await _ask_exercise(update, context, None)
 
 
@@ -339,7 +341,7 @@ async def _editing(update: Update, context: BotContext, action: str) -> Reminder
     """The reminder a Change … button names, if it is the presser's (the press answered)."""
     reminder = await _mine(update, context, action)
     if reminder is not None:
-        await update.callback_query.answer()
+        await query_of(update).answer()
     return reminder
 
 
@@ -356,7 +358,7 @@ async def exercise_pressed(update: Update, context: BotContext) -> str | int:
     if draft is None:
         await say(update, context, "reminders.lost")
         return ConversationHandler.END
-    choice = EXERCISE_BUTTON.match(update.callback_query.data).group(1)
+    choice = button_match(EXERCISE_BUTTON, update).group(1)
     exercise = None if choice == "any" else choice
     if draft.id is None:
         await _keep(update, context, ReminderDraft(exercise=exercise))
@@ -382,7 +384,7 @@ async def edit_time(update: Update, context: BotContext) -> str | int:
 @requires(Role.CLIENT)
 async def day_pressed(update: Update, context: BotContext) -> str | int:
     draft = await _draft(update, context)
-    match = DAY_BUTTON.match(update.callback_query.data or "")
+    match = DAY_BUTTON.match(query_of(update).data or "")
     if draft is None or draft.days is None or match is None:
         await settle(update)
         await say(update, context, "reminders.lost")
@@ -391,7 +393,7 @@ async def day_pressed(update: Update, context: BotContext) -> str | int:
     choice = match.group(1)
     if choice == "ok":
         if not chosen:
-            await update.callback_query.answer(await text(update, context, "reminders.no_days"), show_alert=True)
+            await query_of(update).answer(await text(update, context, "reminders.no_days"), show_alert=True)
             return DAYS_STATE
         await settle(update)
         if draft.id is None:
@@ -403,8 +405,8 @@ async def day_pressed(update: Update, context: BotContext) -> str | int:
         chosen ^= {int(choice)}
     draft.days = sorted(chosen)
     await _keep(update, context, draft)
-    await update.callback_query.answer()
-    await update.callback_query.edit_message_reply_markup(await _days_keyboard(update, context, chosen))
+    await query_of(update).answer()
+    await query_of(update).edit_message_reply_markup(await _days_keyboard(update, context, chosen))
     return DAYS_STATE
 
 
@@ -421,14 +423,14 @@ def _parse_time(value: str) -> time | None:
 @requires(Role.CLIENT)
 async def time_pressed(update: Update, context: BotContext) -> str | int:
     await settle(update)
-    match = TIME_BUTTON.match(update.callback_query.data or "")
+    match = TIME_BUTTON.match(query_of(update).data or "")
     at = _parse_time(f"{match.group(1)}:{match.group(2)}") if match else None
     return await _time_chosen(update, context, at)
 
 
 @requires(Role.CLIENT)
 async def time_typed(update: Update, context: BotContext) -> str | int:
-    return await _time_chosen(update, context, _parse_time(update.message.text or ""))
+    return await _time_chosen(update, context, _parse_time(message_of(update).text or ""))
 
 
 async def _time_chosen(update: Update, context: BotContext, at: time | None) -> str | int:
@@ -508,7 +510,7 @@ async def skip_today(update: Update, context: BotContext) -> None:
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:
-    buttons = [
+    buttons: list[BaseHandler] = [
         CallbackQueryHandler(back_to_list, pattern=CallbackCodec.pattern(LIST)),
         CallbackQueryHandler(add, pattern=CallbackCodec.pattern(ADD)),
         CallbackQueryHandler(open_reminder, pattern=CallbackCodec.pattern(OPEN)),

@@ -56,6 +56,7 @@ from handlers.common import (
     signed_ids,
     text,
 )
+from handlers.parts import chat_id_of, message_of, query_of, user_id_of
 
 _log = logging.getLogger(__name__)
 
@@ -116,19 +117,19 @@ async def _hold_the_boundary(update: Update, context: BotContext) -> None:
 
 @public  # acts for the presser only
 async def calming_minute(update: Update, context: BotContext) -> None:
-    await update.callback_query.answer()
+    await query_of(update).answer()
     await say(update, context, "exercises.stop.grounding")
     paused = await context.flows.paused(update, context)
     body = await text(update, context, "safety.boundary.grounded")
     if paused is None:
-        await context.bot.send_message(update.effective_chat.id, body)
+        await context.bot.send_message(chat_id_of(update), body)
     else:
         await send_with_way_back(update, context, body, paused)
 
 
 @public  # acts for the presser only; the service refuses anyone but an enrolled client
 async def flag_for_therapist(update: Update, context: BotContext) -> None:
-    await update.callback_query.answer()
+    await query_of(update).answer()
     try:
         flagged = await context.services.safety_flags.wants_memory_work(await context.identity(update))
     except NotAClient:
@@ -143,7 +144,7 @@ async def flag_for_therapist(update: Update, context: BotContext) -> None:
         context,
         "safety.boundary.flagged",
         reply_markup=keyboard(
-            [(await text(update, context, "safety.boundary.note_button"), pack(update.effective_user.id, NOTE, flagged.flag_id))],
+            [(await text(update, context, "safety.boundary.note_button"), pack(user_id_of(update), NOTE, flagged.flag_id))],
             [(await text(update, context, "safety.boundary.no_note_button"), NO_NOTE)],
         ),
     )
@@ -173,7 +174,7 @@ async def save_note(update: Update, context: BotContext) -> str | int:
     draft = await context.flows.draft(update, context, "safety_note") or {}
     try:
         saved = await context.services.safety_flags.add_note(
-            await context.identity(update), int(draft.get("flag_id", 0)), update.message.text or ""
+            await context.identity(update), int(draft.get("flag_id", 0)), message_of(update).text or ""
         )
     except NoteTooLong:
         await say(update, context, "safety.boundary.note_invalid")
@@ -195,7 +196,7 @@ async def _say_with_way_back(update: Update, context: BotContext, key: str) -> N
     paused = await context.flows.paused(update, context)
     body = await text(update, context, key)
     if paused is None:
-        await context.bot.send_message(update.effective_chat.id, body)
+        await context.bot.send_message(chat_id_of(update), body)
     else:
         await send_with_way_back(update, context, body, paused)
 
@@ -220,7 +221,7 @@ async def _ask_about_risk(update: Update, context: BotContext) -> None:
 @public  # acts for the presser only; a flag and an alert only for an enrolled client
 async def crisis_answer(update: Update, context: BotContext) -> None:
     await settle(update)  # the buttons go; the question and its crisis lines stay in the chat
-    if update.callback_query.data == CRISIS_NO:
+    if query_of(update).data == CRISIS_NO:
         await _say_with_way_back(update, context, "safety.crisis.denied")
         return
     await crisis_confirmed(update, context)

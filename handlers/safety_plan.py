@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -44,6 +45,7 @@ from handlers import general
 from handlers.access import public, requires
 from handlers.common import conversation, keyboard, offer_grounding, say, text, use_the_buttons
 from handlers.common import settle_again_ok as settle  # a second press (or an old message) is no error
+from handlers.parts import button_match, chat_id_of, message_of, query_of
 
 FLOW = "safetyplan"
 TOTAL = len(STEPS)
@@ -140,7 +142,7 @@ async def _send_plan(update: Update, context: BotContext, plan: Plan, *, buttons
     markup = await _plan_buttons(update, context, plan) if buttons else None
     for n, body in enumerate(messages):
         last = n == len(messages) - 1
-        await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup if last else None)
+        await context.bot.send_message(chat_id_of(update), body, reply_markup=markup if last else None)
 
 
 async def _offer_to_make(update: Update, context: BotContext) -> None:
@@ -223,7 +225,7 @@ async def ask(update: Update, context: BotContext, index: int, *, building: bool
         )
         body = f"{body}\n\n{current}"
     await context.bot.send_message(
-        update.effective_chat.id, body, reply_markup=await _step_buttons(update, context, index, building=building)
+        chat_id_of(update), body, reply_markup=await _step_buttons(update, context, index, building=building)
     )
     return (BUILD if building else EDIT)[STEPS[index]]
 
@@ -247,7 +249,7 @@ async def _after(update: Update, context: BotContext, index: int, plan: Plan) ->
     return ConversationHandler.END
 
 
-def answer_to(index: int, *, building: bool) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def answer_to(index: int, *, building: bool) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     """The step that takes the typed answer to step ``index``."""
     step = STEPS[index]
     state = (BUILD if building else EDIT)[step]
@@ -257,7 +259,7 @@ def answer_to(index: int, *, building: bool) -> Callable[[Update, BotContext], A
         identity = await context.identity(update)
         try:
             plan = await context.services.safety_plans.answer(
-                identity, step, update.message.text or "", building=building
+                identity, step, message_of(update).text or "", building=building
             )
         except EmptyAnswer:
             await say(update, context, "safetyplan.empty", reply_markup=await _step_buttons(update, context, index, building=building))
@@ -282,7 +284,7 @@ def answer_to(index: int, *, building: bool) -> Callable[[Update, BotContext], A
     return answer
 
 
-def skip_step(index: int) -> Callable[[Update, BotContext], Awaitable[str | int]]:
+def skip_step(index: int) -> Callable[[Update, BotContext], Coroutine[Any, Any, str | int]]:
     step = STEPS[index]
 
     @requires(Role.CLIENT)
@@ -306,7 +308,7 @@ async def keep_step(update: Update, context: BotContext) -> int:
     return await _show_again(update, context)
 
 
-def clear_step(index: int) -> Callable[[Update, BotContext], Awaitable[int]]:
+def clear_step(index: int) -> Callable[[Update, BotContext], Coroutine[Any, Any, int]]:
     step = STEPS[index]
 
     @requires(Role.CLIENT)
@@ -435,7 +437,7 @@ async def _ask_which(update: Update, context: BotContext) -> str:
 @requires(Role.CLIENT)
 async def step_picked(update: Update, context: BotContext) -> str:
     await settle(update)
-    return await ask(update, context, int(PICKED.match(update.callback_query.data).group(1)), building=False)
+    return await ask(update, context, int(button_match(PICKED, update).group(1)), building=False)
 
 
 async def _share(update: Update, context: BotContext, shared: bool, said: str) -> int:
@@ -519,7 +521,7 @@ async def stop(update: Update, context: BotContext) -> int:
 @requires(Role.CLIENT)
 async def calm(update: Update, context: BotContext) -> int:
     await settle(update)
-    if update.callback_query.data == CALM_YES:
+    if query_of(update).data == CALM_YES:
         await say(update, context, "exercises.stop.grounding")  # the bot's one grounding step
     await say(update, context, "safetyplan.stop.done")
     return ConversationHandler.END

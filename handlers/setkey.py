@@ -42,6 +42,7 @@ from bot.services.invites import NotAllowed
 from bot.services.therapist_keys import Outcome
 from handlers.access import public, refuse, requires
 from handlers.common import conversation, keyboard, local_time, packer, say, settle, signed_ids, text, use_the_buttons
+from handlers.parts import chat_id_of, message_of
 
 KEY = "setkey_key"
 CONFIRM = "setkey_confirm"
@@ -71,7 +72,7 @@ async def send_reader(update: Update, context: BotContext) -> None:
     so the therapist may save and keep it (protect_content off)."""
     identity = await context.identity(update)
     await context.bot.send_document(
-        update.effective_chat.id,
+        chat_id_of(update),
         document=InputFile(reader_page(context.services.content, identity.language), filename=FILE_NAME),
         caption=await text(update, context, "reader.caption"),
         protect_content=False,
@@ -80,7 +81,7 @@ async def send_reader(update: Update, context: BotContext) -> None:
 
 @requires(Role.THERAPIST)
 async def key_typed(update: Update, context: BotContext) -> str | int:
-    return await _take(update, context, update.message.text or "")
+    return await _take(update, context, message_of(update).text or "")
 
 
 async def _take(update: Update, context: BotContext, given: str) -> str | int:
@@ -103,6 +104,7 @@ async def _take(update: Update, context: BotContext, given: str) -> str | int:
         await say(update, context, "setkey.same", fingerprint=change.key.fingerprint)
         return ConversationHandler.END
     pack = packer(update, context)
+    assert change.previous is not None  # CONFIRM: replacing the current key
     await say(
         update,
         context,
@@ -121,7 +123,7 @@ async def _secret_key_pasted(update: Update, context: BotContext) -> str:
     """A private key in the chat: take it out of the chat at once, and say what to do."""
     deleted = True
     try:
-        await update.message.delete()
+        await message_of(update).delete()
     except (BadRequest, Forbidden):
         deleted = False
     await context.services.therapist_keys.secret_key_refused(await context.identity(update))

@@ -24,6 +24,7 @@ from bot.db.models import Role
 from handlers.access import refuse, requires
 from handlers.common import conversation, keyboard, packer, settle, signed_ids, text
 from handlers.preferences import ENROLLED, stored_identity
+from handlers.parts import chat_id_of
 
 FLOW = "settings"
 SETTINGS_STATE = "settings"
@@ -40,13 +41,13 @@ async def show(update: Update, context: BotContext) -> str | int:
         await text(update, context, "settings.timezone", zone=identity.timezone),
     ]
     if identity.role is not Role.CLIENT:
-        await context.bot.send_message(update.effective_chat.id, "\n".join(parts))
+        await context.bot.send_message(chat_id_of(update), "\n".join(parts))
         return ConversationHandler.END
     on = await services.preferences.announcements(identity)
     parts.append("\n" + await text(update, context, f"settings.announcements_{'on' if on else 'off'}"))
     label = await text(update, context, f"settings.turn_{'off' if on else 'on'}_button")
     markup = keyboard([(label, packer(update, context)(ANNOUNCEMENTS, 0 if on else 1))])
-    await context.bot.send_message(update.effective_chat.id, "\n".join(parts), reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), "\n".join(parts), reply_markup=markup)
     return SETTINGS_STATE
 
 
@@ -63,7 +64,7 @@ async def announcements_pressed(update: Update, context: BotContext) -> str | in
     on = values == [1]
     await context.services.preferences.set_announcements(identity, on)
     await context.bot.send_message(
-        update.effective_chat.id, await text(update, context, f"settings.turned_{'on' if on else 'off'}")
+        chat_id_of(update), await text(update, context, f"settings.turned_{'on' if on else 'off'}")
     )
     return ConversationHandler.END
 

@@ -26,6 +26,7 @@ from bot.context import BotContext
 from handlers import join_client, join_clinic
 from handlers.access import public
 from handlers.common import conversation, keyboard, say, settle, text, use_the_buttons
+from handlers.parts import button_match, chat_id_of, query_of
 
 # States (strings, so that the persisted value reads well in the database).
 OFFER = "offer"
@@ -89,10 +90,10 @@ async def begin_tour(update: Update, context: BotContext) -> str:
 @public
 async def turn_page(update: Update, context: BotContext) -> str:
     """Next / Back: edit the tour message in place to show the requested page."""
-    query = update.callback_query
+    query = query_of(update)
     await query.answer()
     pages = await _pages(update, context)
-    page = int(PAGE.match(query.data or "").group(1))
+    page = int(button_match(PAGE, update).group(1))
     await _send_page(update, context, min(page, len(pages) - 1), edit=True)
     return TOUR
 
@@ -123,9 +124,9 @@ async def _send_page(update: Update, context: BotContext, page: int, *, edit: bo
         buttons.append((await text(update, context, "tour.done"), DONE))
     markup = keyboard(buttons)
     if edit:
-        await update.callback_query.edit_message_text(body, reply_markup=markup)
+        await query_of(update).edit_message_text(body, reply_markup=markup)
     else:
-        await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+        await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
 
 
 def build(fallbacks: list[BaseHandler], free_text: filters.BaseFilter) -> ConversationHandler:

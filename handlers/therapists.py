@@ -27,6 +27,7 @@ from bot.services.clinic import TherapistSummary
 from handlers.access import refuse, requires
 from handlers.common import keyboard, packer, signed_ids, tell_directly, text
 from handlers.invite import send_invite
+from handlers.parts import chat_id_of, query_of
 
 # Signed button actions (short: payloads hold at most 64 bytes, some carry two ids).
 LIST = "th.list"
@@ -59,7 +60,7 @@ async def show_therapists(update: Update, context: BotContext) -> None:
     except NotAllowed as refused:
         await refuse(update, context, what="/therapists", reason=refused.reason)
         return
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=markup)
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
 
 
 @requires(Role.STAFF)
@@ -71,8 +72,8 @@ async def back_to_list(update: Update, context: BotContext) -> None:
     except NotAllowed as refused:
         await _refused(update, context, LIST, refused)
         return
-    await update.callback_query.answer()
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).answer()
+    await query_of(update).edit_message_text(body, reply_markup=markup)
 
 
 async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboardMarkup]:
@@ -115,7 +116,7 @@ async def open_therapist(update: Update, context: BotContext) -> None:
     therapist = await _therapist_or_refuse(update, context, OPEN)
     if therapist is None:
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     await _show_page(update, context, therapist)
 
 
@@ -136,7 +137,7 @@ async def _show_page(update: Update, context: BotContext, therapist: TherapistSu
         rows.append([(await text(update, context, "therapists.move_button"),
                       packer(update, context)(MOVE, therapist.person_id))])
     rows.append([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
-    await update.callback_query.edit_message_text("\n".join(lines), reply_markup=keyboard(*rows))
+    await query_of(update).edit_message_text("\n".join(lines), reply_markup=keyboard(*rows))
 
 
 @requires(Role.STAFF)
@@ -144,7 +145,7 @@ async def invite_therapist(update: Update, context: BotContext) -> None:
     if await signed_ids(update, context, INVITE) is None:
         return
     if await send_invite(update, context, InviteKind.THERAPIST) is not None:  # else refused
-        await update.callback_query.answer()
+        await query_of(update).answer()
 
 
 # -- deactivate ----------------------------------------------------------------------------
@@ -155,7 +156,7 @@ async def confirm_deactivate(update: Update, context: BotContext) -> None:
     therapist = await _therapist_or_refuse(update, context, DEACTIVATE)
     if therapist is None:
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     markup = keyboard(
         [(await text(update, context, "therapists.deactivate_yes_button"),
           packer(update, context)(DEACTIVATE_OK, therapist.person_id))],
@@ -166,7 +167,7 @@ async def confirm_deactivate(update: Update, context: BotContext) -> None:
         update, context, "therapists.deactivate_confirm",
         name=await _name(update, context, therapist), clients=therapist.clients,
     )
-    await update.callback_query.edit_message_text(body, reply_markup=markup)
+    await query_of(update).edit_message_text(body, reply_markup=markup)
 
 
 @requires(Role.STAFF)
@@ -180,7 +181,7 @@ async def deactivate(update: Update, context: BotContext) -> None:
     except NotAllowed as refused:
         await _refused(update, context, DEACTIVATE_OK, refused)
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     # The clients were told by the service, in the same transaction. The therapist was
     # made inactive just now, so the outbox would not serve them: told directly.
     await tell_directly(context, done.therapist.telegram_id, done.therapist.language, "therapists.deactivated_notice")
@@ -188,7 +189,7 @@ async def deactivate(update: Update, context: BotContext) -> None:
         update, context, "therapists.deactivated",
         name=await _name(update, context, therapist), clients=len(done.clients),
     )
-    await update.callback_query.edit_message_text(
+    await query_of(update).edit_message_text(
         body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     )
 
@@ -207,10 +208,10 @@ async def choose_target(update: Update, context: BotContext) -> None:
     except NotAllowed as refused:
         await _refused(update, context, MOVE, refused)
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     back = [(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))]
     if not targets:
-        await update.callback_query.edit_message_text(
+        await query_of(update).edit_message_text(
             await text(update, context, "therapists.move_none"), reply_markup=keyboard(back)
         )
         return
@@ -222,7 +223,7 @@ async def choose_target(update: Update, context: BotContext) -> None:
         update, context, "therapists.move_choose",
         name=await _name(update, context, therapist), waiting=therapist.awaiting_move,
     )
-    await update.callback_query.edit_message_text(body, reply_markup=keyboard(*rows, back))
+    await query_of(update).edit_message_text(body, reply_markup=keyboard(*rows, back))
 
 
 @requires(Role.STAFF)
@@ -236,11 +237,11 @@ async def move(update: Update, context: BotContext) -> None:
     except NotAllowed as refused:
         await _refused(update, context, MOVE_TO, refused)
         return
-    await update.callback_query.answer()
+    await query_of(update).answer()
     name = done.to_display_name or await text(update, context, "therapists.no_name")
     # The clients and the therapist were told by the service, in the same transaction.
     body = await text(update, context, "therapists.moved", name=name, clients=len(done.clients))
-    await update.callback_query.edit_message_text(
+    await query_of(update).edit_message_text(
         body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     )
 
@@ -266,7 +267,7 @@ async def show_staff(update: Update, context: BotContext) -> None:
             name = member.display_name or await text(update, context, "therapists.no_name")
             lines.append(await text(update, context, key, name=name))
         body = "\n".join(lines)
-    await context.bot.send_message(update.effective_chat.id, body, reply_markup=keyboard(invite_row))
+    await context.bot.send_message(chat_id_of(update), body, reply_markup=keyboard(invite_row))
 
 
 @requires(Role.ADMIN)
@@ -274,7 +275,7 @@ async def invite_staff(update: Update, context: BotContext) -> None:
     if await signed_ids(update, context, STAFF_INVITE) is None:
         return
     if await send_invite(update, context, InviteKind.STAFF) is not None:  # else refused
-        await update.callback_query.answer()
+        await query_of(update).answer()
 
 
 def build() -> list[BaseHandler]:

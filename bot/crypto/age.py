@@ -38,7 +38,7 @@ import pyrage
 from pyrage import x25519
 
 RECIPIENT_PREFIX = "age1"
-SECRET_PREFIX = "AGE-SECRET-KEY-1"
+SECRET_PREFIX = "AGE-SECRET-KEY-1"  # the format's marker, not a key  # nosec B105
 RECIPIENT_LENGTH = 62  # "age1" + 52 characters of key + 6 of checksum (Bech32)
 FINGERPRINT_BYTES = 8
 # A fingerprint as shown: 4 groups of 4 upper-case hex digits.

@@ -516,7 +516,7 @@ def _before_flush(session: Session, _flush_context: Any, _instances: Any) -> Non
     for owner in owners:
         if not isinstance(owner, int):
             raise CryptoError("Set the owner (a person id) before writing an encrypted column.")
-    missing = [o for o in owners if crypto._cache.current(o) is None]  # noqa: SLF001
+    missing = [o for o in owners if isinstance(o, int) and crypto._cache.current(o) is None]  # noqa: SLF001
     if missing:
         crypto._run(crypto.ensure_writable(missing), "writing")  # noqa: SLF001
     restores: list[_Restore] = session.info.setdefault(_RESTORE_INFO_KEY, [])

@@ -385,7 +385,7 @@ class KeyStore:
             result = await connection.execute(
                 data_keys.delete().where(data_keys.c.person_id == person_id)
             )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return int(result.rowcount or 0)
 
     async def owners_below(self, bound: int) -> list[int]:
         """The owners with an id below ``bound`` that have data keys (bot.inbox keeps its

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +31,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     UniqueConstraint,
     false,
     true,
@@ -54,6 +55,8 @@ NAMING_CONVENTION: dict[str, str] = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every model here maps one table (SQLAlchemy types __table__ as any FromClause).
+    __table__: ClassVar[Table]
 
     # Python `datetime` columns default to our UTC-enforcing type.
     type_annotation_map = {datetime: UTCDateTime()}

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, DateTime, String, any_, bindparam, cast, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
 
@@ -62,7 +63,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def id_among(column: ColumnElement[Any], ids: Iterable[int], dialect: str) -> ColumnElement[bool]:
+def id_among(column: ColumnElement[Any] | InstrumentedAttribute[Any], ids: Iterable[int], dialect: str) -> ColumnElement[bool]:
     """``column IN (ids)`` for an integer column. On PostgreSQL ``column = ANY(...)`` of one
     text parameter, ``'1,2,3'``: not one placeholder per id (thousands of them for the
     planner and the consent check, each bound, sent and planned as a separate value), nor

@@ -101,7 +101,7 @@ async def stop_delivery(application: Application) -> None:
         await dispatcher.stop()
 
 
-async def _tick(context: CallbackContext) -> None:  # type: ignore[type-arg]
+async def _tick(context: CallbackContext) -> None:
     dispatcher = context.job.data if context.job is not None else None
     if isinstance(dispatcher, Dispatcher):
         await dispatcher.tick()

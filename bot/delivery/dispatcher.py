@@ -226,7 +226,7 @@ class Dispatcher:
         self.stats = DispatchStats()
         #: Set by the update consumer (bot.delivery.leadership); reported in heartbeats.
         self.consuming_updates = False
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # retry jitter, not a secret  # nosec B311
         self._heap: list[tuple[float, int, Claimed]] = []  # (ready at, seq, row)
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -286,7 +286,7 @@ class Dispatcher:
             self._outcomes.put_nowait(None)
             try:
                 await asyncio.wait_for(self._writer, timeout)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 _log.warning("Outbox outcomes not all written at shutdown; their leases will expire")
         if self.registry is not None:
             with contextlib.suppress(SQLAlchemyError, OSError):
@@ -540,7 +540,7 @@ class Dispatcher:
         except (BadRequest, ChatMigrated) as exc:  # BadRequest before NetworkError: a subclass
             _log.warning("Telegram refused outbox row %s (%s)", row.id, type(exc).__name__)
             return Outcome(row.id, row.token, OutboxState.FAILED, "bad_request")
-        except (NetworkError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (NetworkError, TimeoutError) as exc:
             code = "network_error" if isinstance(exc, NetworkError) else "timeout"
             return self._retry(row, code, telegram=True)
         except TelegramError as exc:  # Conflict, InvalidToken, ...: maybe an operator's fix

@@ -110,7 +110,7 @@ class PostgresAdvisoryLock:
             )
             row = await cursor.fetchone()
             self._held = bool(row and row[0])
-        except (psycopg.Error, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             _log.warning("Leader lock: database unavailable (%s)", type(exc).__name__)
             await self._drop()
         return self._held
@@ -120,7 +120,7 @@ class PostgresAdvisoryLock:
             return False
         try:
             await asyncio.wait_for(self._connection.execute("SELECT 1"), self._timeout)
-        except (psycopg.Error, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             _log.warning("Leader lock: its connection failed (%s)", type(exc).__name__)
             await self._drop()
             return False
@@ -207,7 +207,7 @@ async def reload_conversations(application: Application) -> int:
 def _forget_states(handler: ConversationHandler) -> None:
     # A plain empty dict: _initialize_persistence copies it into a fresh TrackingDict, so no
     # deletion is tracked (tracked deletions would be written to the database).
-    handler._conversations = {}  # type: ignore[assignment]  # noqa: SLF001
+    handler._conversations = {}  # noqa: SLF001
     for child in handler._child_conversations:  # noqa: SLF001
         _forget_states(child)
 

@@ -103,6 +103,7 @@ class OutboxService:
                     check_active=False,
                 )
                 return ids[0] if ids else None
+            assert text is not None  # exactly one of the two: checked above
             return await self.add_text(
                 session, recipient_id, kind=kind, idempotency_key=idempotency_key, text=text,
                 due_at=due_at, expires_at=expires_at, subject_id=subject_id,

@@ -56,7 +56,7 @@ class BotRateLimiter(AIORateLimiter):
         kwargs: dict[str, Any],
         endpoint: str,
         data: dict[str, Any],
-        rate_limit_args: Retries | int | None,  # type: ignore[override]
+        rate_limit_args: Retries | int | None,
     ) -> Any:
         if isinstance(rate_limit_args, Retries):
             retries = rate_limit_args.count

@@ -307,6 +307,7 @@ class ScheduleService:
                 schedule_id, person_id, weekdays, at, timezone, grace_minutes, due, local_date,
                 person_timezone, _active,
             ) in rows:
+                assert due is not None and local_date is not None  # due: next_due_at <= now
                 zone_name = timezone or person_timezone
                 zone = zones.get(zone_name)
                 if zone is None:

@@ -206,7 +206,7 @@ class OutboxStore:
             & (_outbox.c.claim_token == bindparam("b_token"))
             & (_outbox.c.state == OutboxState.SENDING)
         )
-        released = {"lease_until": None, "claim_token": None}
+        released = {"lease_until": None, "claim_token": None}  # a column name  # nosec B105
         async with self._sessions.begin() as session:
             if sent:
                 await session.execute(

@@ -65,7 +65,7 @@ class SafetyDetector:
         best = max(counts.values(), default=0)
         leaders = [lang for lang, n in counts.items() if n == best]
         if hint in leaders:
-            return hint  # type: ignore[return-value]
+            return hint
         if len(leaders) == 1:
             return leaders[0]
         return self.default_language if self.default_language in leaders else leaders[0]

@@ -104,7 +104,7 @@ class _Parser:
             anchors.append(anchor)
             all_have_words &= has_word
             token = self.peek()
-            if token == "|":
+            if token == "|":  # a phrase token, not a password  # nosec B105
                 self.pos += 1
                 continue
             if token != closing:
@@ -132,23 +132,23 @@ class _Parser:
                     raise PhraseError(f"{token!r} outside brackets")
                 break
             self.pos += 1
-            if token == "(":
+            if token == "(":  # a phrase token, not a password  # nosec B105
                 flush()
                 regex, words, anchor = self.alternatives(")")
                 parts.append(regex)
                 has_word |= words
                 anchors.extend(anchor)
-            elif token == "[":
+            elif token == "[":  # a phrase token, not a password  # nosec B105
                 flush()
                 regex, _, _ = self.alternatives("]")
                 gap = f"(?:(?:{_WORD} ){{0,{GAP_WORDS}}})"
                 # "[...]" is "..." (which may already be empty): an optional gap would make the
                 # regex engine try every split twice.
                 parts.append(gap[3:-1] if regex == gap else regex + "?")
-            elif token == "...":
+            elif token == "...":  # a phrase token, not a password  # nosec B105
                 flush()
                 parts.append(f"(?:{_WORD} ){{0,{GAP_WORDS}}}")
-            elif token == "#":
+            elif token == "#":  # a phrase token, not a password  # nosec B105
                 flush()
                 parts.append("[0-9]+ ")
                 has_word = True

@@ -78,7 +78,7 @@ class CountryResources:
 # -- reading and validating ---------------------------------------------------------------------
 
 
-def load_crisis_lines(path: Path = CRISIS_LINES_FILE, override: Path | None = None) -> "CrisisResources":
+def load_crisis_lines(path: Path = CRISIS_LINES_FILE, override: Path | None = None) -> CrisisResources:
     """The built-in file, with the clinic's ``override`` file (if any) on top; both checked."""
     countries = parse_file(path)
     if override is not None:

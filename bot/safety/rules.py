@@ -94,7 +94,7 @@ class Rule:
                 bit = mask & -mask
                 candidates.setdefault(bit.bit_length() - 1, []).append(index)
                 mask ^= bit
-        return any(self.matches_sentence(*prepared.sentences[i][:1], tuple(found), *prepared.sentences[i][1:])
+        return any(self.matches_sentence(prepared.sentences[i][0], tuple(found), prepared.sentences[i][1], prepared.sentences[i][2])
                    for i, found in sorted(candidates.items()))
 
 

@@ -42,6 +42,7 @@ The conversation is handlers/broadcast.py (``/broadcast``, ``/broadcasts``).
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from collections import OrderedDict
@@ -626,7 +627,7 @@ class BroadcastService:
                 failed += count
         queued = row.queued or 0
         audience = row.audience_size or 0
-        state = BroadcastState(row.state)
+        overall = BroadcastState(row.state)
         skipped_at_queue = row.skipped_opted_out or 0
         if row.sent is not None:
             # Written at the end: the total (at queueing, and later from the rows), so the
@@ -637,13 +638,13 @@ class BroadcastService:
         if row.sent is not None and rows < queued - (row.withdrawn or 0):
             # the finished outbox rows were purged: the figures as they were written at the end
             return Progress(
-                state, audience, queued, row.sent or 0, row.blocked or 0, row.skipped_no_consent or 0,
+                overall, audience, queued, row.sent or 0, row.blocked or 0, row.skipped_no_consent or 0,
                 row.failed or 0, 0, row.withdrawn or 0, 0, row.skipped_opted_out or 0,
             )
         blocked += max(0, audience - queued - skipped_at_queue)  # already inactive when it was queued
-        withdrawn = max(0, queued - rows) if state is BroadcastState.CANCELLED else 0
+        withdrawn = max(0, queued - rows) if overall is BroadcastState.CANCELLED else 0
         eta = math.ceil(remaining / self.rate_per_second) if remaining else 0
-        return Progress(state, audience, queued, sent, blocked, no_consent, failed, remaining, withdrawn, eta, opted_out)
+        return Progress(overall, audience, queued, sent, blocked, no_consent, failed, remaining, withdrawn, eta, opted_out)
 
     async def compose(self, row: Any) -> str | None:
         """The dispatcher's hook for a broadcast row: the text in the recipient's language
@@ -662,7 +663,7 @@ class BroadcastService:
         text, template = cached
         return self.message(text, row.language, template)
 
-    async def to_report(self) -> list[tuple[BroadcastView, str]]:
+    async def to_report(self) -> builtins.list[tuple[BroadcastView, str]]:  # list: a method here
         """Broadcasts whose progress message is to be brought up to date, with the sender's
         language: running ones, and finished ones whose final figures were not shown yet."""
         async with self._sessions() as session:

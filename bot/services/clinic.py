@@ -247,7 +247,7 @@ class ClinicService:
     async def _extra(self, session: AsyncSession, therapist_id: int, client_ids: Sequence[int]) -> _Extra:
         """The clients' next appointments with this therapist, and their latest check-ins."""
         now = self._invites.now()
-        upcoming = await session.execute(
+        upcoming: Any = await session.execute(
             select(Appointment.client_id, func.min(Appointment.starts_at))
             .where(
                 Appointment.therapist_id == therapist_id,

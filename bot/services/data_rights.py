@@ -175,7 +175,7 @@ async def _rows_of(
         ]
         query = select(mapper.class_).where(condition).options(*(defer(a) for a in hidden))
         for obj in (await session.scalars(query)).all():
-            row = _row_dict(spec.table, obj, own=lambda c: c.key in own)
+            row = _row_dict(spec.table, obj, own=lambda c, own=own: c.key in own)
             key = getattr(obj, mapper.get_property_by_column(pk).key)
             merged = by_key.setdefault(key, row)
             merged.update({k: v for k, v in row.items() if v != WITHHELD})

@@ -75,7 +75,9 @@ class ExerciseRunRepository:
             )
             .order_by(ExerciseRun.run_step_since)
         )
-        return [Run(*row) for row in rows]
+        # (the WHERE clause leaves out the NULLs; the test says so to the type checker)
+        return [Run(r, e, t, lang, m, s, at) for r, e, t, lang, m, s, at in rows
+                if m is not None and s is not None and at is not None]
 
     async def open_of(self, client_id: int) -> list[ExerciseRun]:
         return list(
@@ -160,6 +162,7 @@ class ExerciseLogService:
         if not paused:
             return None
         row = max(paused, key=lambda r: r.started_at)
+        assert row.run_step is not None  # as filtered above
         return row.id, row.exercise, row.run_step
 
     async def runs_since(self, since: datetime) -> list[Run]:

@@ -192,7 +192,7 @@ class LearningService:
                 )
                 .values(included_in_summary_at=at or utcnow())
             )
-            return result.rowcount or 0
+            return result.rowcount or 0  # type: ignore[attr-defined]  # an UPDATE's Result is a CursorResult
 
     def _module_title(self, module_id: str, language: str) -> str:
         try:

@@ -295,13 +295,14 @@ class SummaryService:
             )
         ).all()
         earlier = []
-        for row in reversed(earlier_rows):
+        for past in reversed(earlier_rows):
+            assert past.completed_at is not None  # completed before this one
             try:
-                old = Answers.from_json(row.answers)
+                old = Answers.from_json(past.answers)
             except (InvalidAnswer, ValueError):
                 continue
-            found = _readiness_of(row, self._rules)
-            earlier.append(TrendPoint(row.completed_at, old.get("distress"), old.get("ready"), found.colour if found else None))
+            found = _readiness_of(past, self._rules)
+            earlier.append(TrendPoint(past.completed_at, old.get("distress"), old.get("ready"), found.colour if found else None))
         practice = await self._practice(session, check_in.client_id, client.timezone if client else None, completed)
         language = therapist.language
         questions = (
@@ -466,6 +467,7 @@ class SummaryService:
                 colour = Readiness.from_json(row.readiness).colour if row.readiness else None
             except (ValueError, KeyError, TypeError):
                 colour = None
+            assert row.completed_at is not None  # a completed check-in
             found[row.client_id] = (row.completed_at, colour)
         return found
 

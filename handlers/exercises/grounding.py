@@ -10,6 +10,7 @@ from handlers.access import requires
 from handlers.common import keyboard, say, settle
 from handlers.exercises import rating
 from handlers.exercises.shared import GROUND_NEXT, RUNNING, STOP
+from handlers.parts import button_match, chat_id_of, query_of
 
 
 async def show_step(update: Update, context: BotContext, step: int | None) -> None:
@@ -22,23 +23,23 @@ async def show_step(update: Update, context: BotContext, step: int | None) -> No
     stop = (content.text("exercises.buttons.stop", lang), STOP)
     if step is None:
         await context.bot.send_message(
-            update.effective_chat.id,
+            chat_id_of(update),
             content.text("exercises.grounding.intro", lang),
             reply_markup=keyboard([(next_label, "px:gnext:0")], [stop]),
         )
         return
     body = f"<i>{step + 1} / {len(steps)}</i>\n\n{steps[step]['prompt']}"
-    await update.callback_query.edit_message_text(
+    await query_of(update).edit_message_text(
         body, reply_markup=keyboard([(next_label, f"px:gnext:{step + 1}")], [stop])
     )
 
 
 @requires(Role.CLIENT)
 async def next_sense(update: Update, context: BotContext) -> str:
-    query = update.callback_query
+    query = query_of(update)
     identity = await context.identity(update)
     steps = context.services.content.raw("exercises.grounding.steps", identity.language)
-    step = int(GROUND_NEXT.match(query.data).group(1))
+    step = int(button_match(GROUND_NEXT, update).group(1))
     if step < len(steps):
         await query.answer()
         await show_step(update, context, step)

@@ -13,6 +13,7 @@ from handlers.access import refuse, requires
 from handlers.common import keyboard, say, settle, settle_again_ok, signed_ids, text
 from handlers.exercises import grounding, paced, safe_place
 from handlers.exercises.shared import BEFORE, MENU, PICK, RATE_BEFORE, RUNNING, end_under_way, stop_row
+from handlers.parts import button_match, chat_id_of, query_of
 
 
 @requires(Role.CLIENT)
@@ -28,7 +29,7 @@ async def show_menu(update: Update, context: BotContext) -> str:
         [(await text(update, context, f"exercises.{name}.title"), f"px:pick:{name}")] for name in EXERCISES
     ]
     await context.bot.send_message(
-        update.effective_chat.id, body, reply_markup=keyboard(*rows, await stop_row(update, context))
+        chat_id_of(update), body, reply_markup=keyboard(*rows, await stop_row(update, context))
     )
     return MENU
 
@@ -42,6 +43,7 @@ async def start_from_reminder(update: Update, context: BotContext) -> str | None
     if not ids:
         return None
     identity = await context.identity(update)
+    assert identity.person_id is not None  # a client is registered
     try:
         exercise = await context.services.reminders.delivered_exercise(identity.person_id, ids[0])
     except NotYours:
@@ -61,7 +63,7 @@ def rating_rows(prefix: str) -> list[list[tuple[str, str]]]:
 @requires(Role.CLIENT)
 async def pick(update: Update, context: BotContext) -> str:
     await settle(update)
-    return await ask_before(update, context, PICK.match(update.callback_query.data).group(1))
+    return await ask_before(update, context, button_match(PICK, update).group(1))
 
 
 async def ask_before(update: Update, context: BotContext, exercise: str) -> str:
@@ -76,10 +78,10 @@ async def ask_before(update: Update, context: BotContext, exercise: str) -> str:
 
 @requires(Role.CLIENT)
 async def rate_before(update: Update, context: BotContext) -> str | int:
-    match = RATE_BEFORE.match(update.callback_query.data)
+    match = button_match(RATE_BEFORE, update)
     exercise, rating = match.group(1), int(match.group(2))
     if rating > 10:
-        await update.callback_query.answer()
+        await query_of(update).answer()
         return BEFORE
     await settle(update)
     run_id = await context.services.exercise_log.begin(await context.identity(update), exercise, rating)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import Application
+from telegram.ext import Application, JobQueue
 
 from bot.content import Content
 from bot.context import BotContext
@@ -42,6 +42,7 @@ from handlers.exercises.shared import (
     speed,
     timed_runs,
 )
+from handlers.parts import chat_id_of, query_of
 
 _log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ async def run_from(update: Update, context: BotContext, run_id: int, exercise: s
     identity = await context.identity(update)
     content = context.services.content
     lang = identity.language
-    chat_id = update.effective_chat.id
+    chat_id = chat_id_of(update)
     timeline = Timeline.of(content, lang, exercise)
     step = min(step, len(timeline) - 1)
     message = await context.bot.send_message(chat_id, timeline[step].text, reply_markup=_markup(content, lang, exercise))
@@ -89,7 +90,15 @@ async def run_from(update: Update, context: BotContext, run_id: int, exercise: s
         "exercise": exercise,
         "step": step,
     }
-    context.job_queue.run_once(_tick, timeline[step].seconds * speed(context), data=data, name=job_name(chat_id))
+    _jobs(context).run_once(_tick, timeline[step].seconds * speed(context), data=data, name=job_name(chat_id))
+
+
+def _jobs(context: BotContext) -> JobQueue[BotContext]:
+    """The application's job queue (the bot is always built with one)."""
+    if context.job_queue is None:
+        raise RuntimeError("no job queue")
+    # python-telegram-bot types it JobQueue[ST] with ST left unbound
+    return cast("JobQueue[BotContext]", context.job_queue)
 
 
 async def _show_step(context: BotContext, data: dict[str, Any], step: int, delay: float | None = None) -> None:
@@ -113,7 +122,7 @@ async def _show_step(context: BotContext, data: dict[str, Any], step: int, delay
             return  # stopped while the edit was under way
         if delay is None:
             delay = timeline[step].seconds * speed(context)
-        context.job_queue.run_once(_tick, delay, data={**data, "step": step}, name=job_name(chat_id))
+        _jobs(context).run_once(_tick, delay, data={**data, "step": step}, name=job_name(chat_id))
         return
     timed_runs(context).pop(chat_id, None)
     try:
@@ -128,6 +137,7 @@ async def _show_step(context: BotContext, data: dict[str, Any], step: int, delay
 @public
 async def _tick(context: BotContext) -> None:
     """A job: the current step's time is over."""
+    assert context.job is not None and isinstance(context.job.data, dict)  # run_once's data
     data: dict[str, Any] = context.job.data
     if timed_runs(context).get(data["chat_id"]) != data["run_id"]:
         return  # stopped (or restarted) meanwhile
@@ -138,18 +148,18 @@ def _timer_data(context: BotContext, chat_id: int) -> dict[str, Any] | None:
     """The data of the timer running in ``chat_id`` (its run, the step shown), if any."""
     jobs = context.job_queue.get_jobs_by_name(job_name(chat_id)) if context.job_queue else ()
     run_id = timed_runs(context).get(chat_id)
-    return next((job.data for job in jobs if job.data and job.data.get("run_id") == run_id), None)
+    return next((job.data for job in jobs if isinstance(job.data, dict) and job.data.get("run_id") == run_id), None)
 
 
 @requires(Role.CLIENT)
 async def skip_group(update: Update, context: BotContext) -> str:
     """Muscle relaxation: Skip this one: straight to the next muscle group."""
-    await update.callback_query.answer()
-    chat_id = update.effective_chat.id
+    await query_of(update).answer()
+    chat_id = chat_id_of(update)
     data = _timer_data(context, chat_id)
     if data is None or data.get("exercise") != "pmr":
         return RUNNING
-    for job in context.job_queue.get_jobs_by_name(job_name(chat_id)):
+    for job in _jobs(context).get_jobs_by_name(job_name(chat_id)):
         job.schedule_removal()
     following = Timeline.of(context.services.content, data["lang"], "pmr").next_group(data["step"])
     await context.services.exercise_log.mark_run(
@@ -164,7 +174,7 @@ async def skip_group(update: Update, context: BotContext) -> str:
 
 async def pause(update: Update, context: BotContext) -> None:
     """Stop the timer at the step it shows; the run remembers the step, with no message."""
-    chat_id = update.effective_chat.id
+    chat_id = chat_id_of(update)
     data = _timer_data(context, chat_id)
     run_id = timed_runs(context).get(chat_id)
     if run_id is None:

@@ -14,6 +14,7 @@ from handlers.common import crisis_block, keyboard, settle, signed_ids, text
 from handlers.exercises.shared import AFTER, RUNNING, STOP
 from handlers.fallback import stale_button
 from handlers.support import high_distress_note
+from handlers.parts import chat_id_of
 
 
 async def ask_after(context: BotContext, chat_id: int, telegram_id: int, lang: str, run_id: int) -> None:
@@ -36,7 +37,7 @@ async def ask_after_for_open_run(update: Update, context: BotContext) -> None:
     identity = await context.identity(update)
     open_ids = await context.services.exercise_log.open_ids(identity)
     if open_ids:
-        await ask_after(context, update.effective_chat.id, identity.telegram_id, identity.language, open_ids[-1])
+        await ask_after(context, chat_id_of(update), identity.telegram_id, identity.language, open_ids[-1])
 
 
 @requires(Role.CLIENT)
@@ -54,12 +55,12 @@ async def rate_after(update: Update, context: BotContext) -> str | int | None:
         return None
     await settle(update)
     before, after = change.before, change.after
-    key = "change_same" if before is None or after == before else ("change_down" if after < before else "change_up")
+    key = "change_same" if before is None or after is None or after == before else ("change_down" if after < before else "change_up")
     params: dict[str, Any] = {"before": before if before is not None else "?", "after": after}
     if key == "change_up":
         params["crisis"] = await crisis_block(update, context)
     body = await text(update, context, f"exercises.rating.{key}", **params)
     logged = await text(update, context, "exercises.rating.logged")
     support = "" if key == "change_up" else await high_distress_note(update, context, after)  # change_up has it
-    await context.bot.send_message(update.effective_chat.id, "\n\n".join(filter(None, [body, f"<i>{logged}</i>", support])))
+    await context.bot.send_message(chat_id_of(update), "\n\n".join(filter(None, [body, f"<i>{logged}</i>", support])))
     return ConversationHandler.END

@@ -3,7 +3,8 @@ replayed as a short cue; visit, change or delete it later."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from telegram import Update
 
@@ -14,6 +15,7 @@ from handlers.access import requires
 from handlers.common import keyboard, say, settle, text
 from handlers.exercises import rating
 from handlers.exercises.shared import RUNNING, SAFE, SAFE_STATES, stop_row
+from handlers.parts import button_match, chat_id_of, message_of
 
 
 async def start(update: Update, context: BotContext) -> str:
@@ -44,7 +46,7 @@ async def ask(update: Update, context: BotContext, index: int) -> str:
     identity = await context.identity(update)
     questions = context.services.content.raw("exercises.safe_place.questions", identity.language)
     await context.bot.send_message(
-        update.effective_chat.id, questions[index]["prompt"], reply_markup=keyboard(await stop_row(update, context))
+        chat_id_of(update), questions[index]["prompt"], reply_markup=keyboard(await stop_row(update, context))
     )
     return SAFE_STATES[questions[index]["field"]]
 
@@ -57,7 +59,8 @@ def question_of(state: object) -> int | None:
 async def _replay(update: Update, context: BotContext) -> str:
     identity = await context.identity(update)
     place = await context.services.exercise_log.safe_place(identity) or {}
-    await say(update, context, "exercises.safe_place.cue", **{f: place.get(f) or "…" for f in SAFE_FIELDS})
+    words: dict[str, Any] = {f: place.get(f) or "…" for f in SAFE_FIELDS}  # say()'s params
+    await say(update, context, "exercises.safe_place.cue", **words)
     await say(update, context, "exercises.safe_place.finished")
     await rating.ask_after_for_open_run(update, context)
     return RUNNING
@@ -66,7 +69,7 @@ async def _replay(update: Update, context: BotContext) -> str:
 @requires(Role.CLIENT)
 async def choice(update: Update, context: BotContext) -> str:
     await settle(update)
-    chosen = SAFE.match(update.callback_query.data).group(1)
+    chosen = button_match(SAFE, update).group(1)
     if chosen == "visit":
         return await _replay(update, context)
     if chosen == "change":
@@ -77,7 +80,7 @@ async def choice(update: Update, context: BotContext) -> str:
     return RUNNING
 
 
-def answer_to(index: int) -> Callable[[Update, BotContext], Awaitable[str]]:
+def answer_to(index: int) -> Callable[[Update, BotContext], Coroutine[Any, Any, str]]:
     """The step that takes the answer to question ``index``."""
 
     @requires(Role.CLIENT)
@@ -86,7 +89,7 @@ def answer_to(index: int) -> Callable[[Update, BotContext], Awaitable[str]]:
         content = context.services.content
         questions = content.raw("exercises.safe_place.questions", identity.language)
         limit = int(content.raw("exercises.safe_place.max_chars", identity.language))
-        words = " ".join((update.message.text or "").split())
+        words = " ".join((message_of(update).text or "").split())
         if not words or len(words) > limit:
             await say(update, context, "exercises.safe_place.too_long", max=limit)
             return SAFE_STATES[questions[index]["field"]]

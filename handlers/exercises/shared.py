@@ -11,6 +11,7 @@ from bot.context import BotContext
 from bot.exercises import EXERCISES
 from bot.services.exercise_log import SAFE_FIELDS
 from handlers.common import text
+from handlers.parts import chat_id_of
 
 # The conversation's states. The flow keeps the name "practice" (the command's), so states
 # persisted by earlier versions still resume.
@@ -57,7 +58,7 @@ def cancel_timer(context: BotContext, chat_id: int) -> None:
 
 async def end_under_way(update: Update, context: BotContext) -> None:
     """An exercise still under way ends as stopped early (its ratings kept), its timer too."""
-    cancel_timer(context, update.effective_chat.id)
+    cancel_timer(context, chat_id_of(update))
     await context.services.exercise_log.stop(await context.identity(update))
 
 

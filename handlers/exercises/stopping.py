@@ -12,6 +12,7 @@ from handlers.access import public, requires
 from handlers.common import offer_grounding, say, settle, text
 from handlers.exercises.shared import CALM_NO, CALM_YES, end_under_way
 from handlers.support import note_on_stop
+from handlers.parts import query_of
 
 
 @public  # a fallback of this conversation only (which only clients enter); /cancel is shared
@@ -34,7 +35,7 @@ async def stop(update: Update, context: BotContext) -> int:
 @requires(Role.CLIENT)
 async def calm(update: Update, context: BotContext) -> int:
     await settle(update)
-    if update.callback_query.data == CALM_YES:
+    if query_of(update).data == CALM_YES:
         await say(update, context, "exercises.stop.grounding")
     await say(update, context, "exercises.stop.grounding_done")
     return ConversationHandler.END

@@ -19,7 +19,7 @@ from bot.sandbox.emulator.state import EmulatorState, now
 
 logger = logging.getLogger(__name__)
 
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # a header name  # nosec B105
 # Pauses before retrying an update after the 1st, 2nd, ... failed attempt (Telegram's are longer).
 RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10.0)
