@@ -254,6 +254,7 @@ class Person:
         self.user = user
         self.latencies = latencies
         self.actions = 0
+        self.off_script = 0  # actions the bot's reply did not allow (see throughput.act)
         self._chat = chats.emulator.state.chats[user.id]
         self._state = chats.emulator.state
         self._changed = chats.event(user.id)

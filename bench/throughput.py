@@ -197,8 +197,15 @@ async def act(person: Person, episodes: list[list[Step]], first: int, steps: int
                 return
             if think is not None:
                 await asyncio.sleep(rng.uniform(*think))
-            await step(person)
-            done += 1
+                if until is not None and time.perf_counter() >= until:
+                    return
+            try:
+                await step(person)
+            except AssertionError:  # the bot's message had not the button expected: note it
+                person.off_script += 1  # and go on with the next part of the mix
+                break
+            finally:
+                done += 1
         episode += 1
 
 
@@ -210,6 +217,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     flood: int = 0
     failed: int = 0
+    off_script: int = 0
 
     @property
     def rate(self) -> float:
@@ -218,6 +226,7 @@ class Result:
     def line(self) -> str:
         extra = f", {self.flood} 429s" if self.flood else ""
         extra += f", {self.failed} failed calls" if self.failed else ""
+        extra += f", {self.off_script} replies without the button expected" if self.off_script else ""
         return f"  {self.label:<16} {self.rate:7.1f} updates/s, {latency_line(self.latencies)}{extra}"
 
 
@@ -231,7 +240,8 @@ async def load(emulator: BotApiEmulator, chats: Chats, ids: list[int], episodes:
     await asyncio.gather(*(act(p, episodes, n, steps) for n, p in enumerate(people)))
     seconds = time.perf_counter() - begin
     flood, failed = emulator_failures(emulator, failures)
-    result = Result(label, sum(p.actions for p in people), seconds, latencies, flood, failed)
+    result = Result(label, sum(p.actions for p in people), seconds, latencies, flood, failed,
+                    sum(p.off_script for p in people))
     print(f"{result.line()}  [{len(ids)} clients x {steps}]", file=sys.stderr, flush=True)
     return result
 
