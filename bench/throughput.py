@@ -351,7 +351,10 @@ async def broadcast(url: str, args: argparse.Namespace, folder: Path) -> list[st
 
         profile = args.profile / f"bot-{database_label(url)}-broadcast.pstats" if args.profile else None
         async with BotProcess("bot", values, log_file=folder / "bot-broadcast.log", profile=profile):
+            waiting = time.perf_counter() + 120
             while delivered() == 0:
+                if time.perf_counter() > waiting:
+                    raise TimeoutError("the broadcast did not start within 120 s of the bot")
                 await asyncio.sleep(0.05)
             begin, sent_at_begin = time.perf_counter(), delivered()
             latencies: list[float] = []
