@@ -10,13 +10,14 @@ database, and the Bot API emulator enforcing Telegram-style flood limits *at the
   retries), and whether every recipient got exactly one message.
 
 The emulator runs in a child process (the machine's second core), as Telegram would be
-elsewhere. Database: a temporary SQLite file, or ``BENCH_DATABASE_URL`` (an empty, migrated
-or migratable PostgreSQL database, e.g. ``postgresql://postgres@127.0.0.1:5432/bench``).
+elsewhere. Database: a temporary SQLite file, or with ``BENCH_DATABASE_URL`` (e.g.
+``postgresql://postgres@127.0.0.1:5432/test``) a PostgreSQL database created on that server
+and dropped at the end.
 
 ``--broadcast``: the same rows made by one staff broadcast (bot.services.broadcasts) to every
 recipient instead: queued by the service on the dispatcher's tick (batches, due times spread
 ahead of the cap), each text read at send time; its progress figures are printed at the end.
-Not measured yet (issue 15): replies to chatting clients meanwhile (p95 < 1 s).
+Replies to clients chatting meanwhile: ``bench/throughput.py --broadcast``.
 
 Run: ``.venv/bin/python bench/outbox_rate.py [recipients] [cap] [--broadcast]``
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -35,18 +35,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
-from sqlalchemy import delete, insert  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
 from telegram.constants import ParseMode  # noqa: E402
 from telegram.ext import Defaults, ExtBot  # noqa: E402
 
+from bench.common import bench_database  # noqa: E402
 from bot.content import Content  # noqa: E402
 from bot.crypto.fields import FieldCrypto, new_row_id  # noqa: E402
 from bot.crypto.keyring import generate_keyring  # noqa: E402
 from bot.crypto.keystore import KeyStore  # noqa: E402
-from bot.db.delivery_models import OutboxKind, OutboxMessage  # noqa: E402
+from bot.db.delivery_models import OutboxKind  # noqa: E402
 from bot.db.engine import create_engine, session_factory  # noqa: E402
-from bot.db.migrate import upgrade  # noqa: E402
-from bot.db.models import Broadcast, Person, Role  # noqa: E402
+from bot.db.models import Person, Role  # noqa: E402
 from bot.db.types import utcnow  # noqa: E402
 from bot.delivery.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
 from bot.delivery.outbox import OutboxService, PlainMessage  # noqa: E402
@@ -108,91 +108,86 @@ async def bench(count: int, cap: float, broadcast: bool = False) -> None:
     token, base_url, report_port = ready.get(timeout=120)
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.sqlite3"
-        await upgrade(url)
-        engine = create_engine(url)
-        keystore = await KeyStore.open(f"sqlite:///{tmp}/keystore.sqlite3", generate_keyring())
-        sessions = FieldCrypto(keystore).attach(session_factory(engine))
-        async with sessions.begin() as session:  # a reused database starts empty
-            await session.execute(delete(OutboxMessage))
-            await session.execute(delete(Broadcast))
-            await session.execute(delete(Person))
-        now = utcnow()
-        people = [
-            {"id": new_row_id(), "telegram_id": FIRST_USER + i, "role": "client", "language": "en",
-             "timezone": "Europe/Amsterdam", "active": True, "created_at": now, "updated_at": now}
-            for i in range(count)
-        ]
-        async with sessions.begin() as session:
-            for start in range(0, count, 1000):
-                await session.execute(insert(Person.__table__), people[start : start + 1000])
-        outbox = OutboxService(sessions)
-        broadcasts: BroadcastService | None = None
-        t = time.perf_counter()
-        if broadcast:
+        async with bench_database() as url:
+            engine = create_engine(url)
+            keystore = await KeyStore.open(f"sqlite:///{tmp}/keystore.sqlite3", generate_keyring())
+            sessions = FieldCrypto(keystore).attach(session_factory(engine))
+            now = utcnow()
+            people = [
+                {"id": new_row_id(), "telegram_id": FIRST_USER + i, "role": "client", "language": "en",
+                 "timezone": "Europe/Amsterdam", "active": True, "created_at": now, "updated_at": now}
+                for i in range(count)
+            ]
             async with sessions.begin() as session:
-                staff = Person(telegram_id=FIRST_USER - 1, role=Role.STAFF, language="en", timezone="Europe/Amsterdam")
-                session.add(staff)
-                await session.flush()
-                actor = Identity(staff.telegram_id, "Desk", Role.STAFF, staff.id, "en", "Europe/Amsterdam")
+                for start in range(0, count, 1000):
+                    await session.execute(insert(Person.__table__), people[start : start + 1000])
+            outbox = OutboxService(sessions)
+            broadcasts: BroadcastService | None = None
+            t = time.perf_counter()
+            if broadcast:
+                async with sessions.begin() as session:
+                    staff = Person(telegram_id=FIRST_USER - 1, role=Role.STAFF, language="en", timezone="Europe/Amsterdam")
+                    session.add(staff)
+                    await session.flush()
+                    actor = Identity(staff.telegram_id, "Desk", Role.STAFF, staff.id, "en", "Europe/Amsterdam")
 
-            async def everyone(ids: set[int]) -> set[int]:
-                return ids  # consent is the outbox's check at send time, not measured here
+                async def everyone(ids: set[int]) -> set[int]:
+                    return ids  # consent is the outbox's check at send time, not measured here
 
-            broadcasts = BroadcastService(sessions, outbox=outbox, content=Content(), may_receive=everyone,
-                                          rate_per_second=cap)
-            view, _ = await broadcasts.send(actor, await broadcasts.draft(actor, "A calm evening"), Audience("all"))
-            await broadcasts.plan()  # what the dispatcher's tick does: start it and queue every row
-            queued = (await broadcasts.progress(view.id)).queued
-        else:
-            queued = await outbox.enqueue_many(
-                PlainMessage(p["id"], OutboxKind.BROADCAST, f"bench:{p['id']}", now, "outbox.practice_reminder")
-                for p in people
+                broadcasts = BroadcastService(sessions, outbox=outbox, content=Content(), may_receive=everyone,
+                                              rate_per_second=cap)
+                view, _ = await broadcasts.send(actor, await broadcasts.draft(actor, "A calm evening"), Audience("all"))
+                await broadcasts.plan()  # what the dispatcher's tick does: start it and queue every row
+                queued = (await broadcasts.progress(view.id)).queued
+            else:
+                queued = await outbox.enqueue_many(
+                    PlainMessage(p["id"], OutboxKind.BROADCAST, f"bench:{p['id']}", now, "outbox.practice_reminder")
+                    for p in people
+                )
+            enqueue_seconds = time.perf_counter() - t
+
+            bot = ExtBot(
+                token, base_url=base_url,
+                defaults=Defaults(parse_mode=ParseMode.HTML, protect_content=True),
+                rate_limiter=bot_rate_limiter(cap, max_retries=3),
             )
-        enqueue_seconds = time.perf_counter() - t
+            await bot.initialize()
+            config = DispatcherConfig(rate_per_second=cap, tick_seconds=1.0)
+            dispatcher = Dispatcher(bot, OutboxStore(sessions, FieldCrypto(keystore)), Content(), config=config,
+                                    broadcasts=broadcasts)
+            dispatcher.start()
 
-        bot = ExtBot(
-            token, base_url=base_url,
-            defaults=Defaults(parse_mode=ParseMode.HTML, protect_content=True),
-            rate_limiter=bot_rate_limiter(cap, max_retries=3),
-        )
-        await bot.initialize()
-        config = DispatcherConfig(rate_per_second=cap, tick_seconds=1.0)
-        dispatcher = Dispatcher(bot, OutboxStore(sessions, FieldCrypto(keystore)), Content(), config=config,
-                                broadcasts=broadcasts)
-        dispatcher.start()
+            marks: dict[str, float] = {}
 
-        marks: dict[str, float] = {}
+            async def watch() -> None:
+                """When the first and the last message were sent (polled every 5 ms)."""
+                while dispatcher.stats.sent + dispatcher.stats.failed + dispatcher.stats.dead < queued:
+                    if "first" not in marks and dispatcher.stats.sent:
+                        marks["first"] = time.perf_counter()
+                    await asyncio.sleep(0.005)
+                marks["last"] = time.perf_counter()
 
-        async def watch() -> None:
-            """When the first and the last message were sent (polled every 5 ms)."""
-            while dispatcher.stats.sent + dispatcher.stats.failed + dispatcher.stats.dead < queued:
-                if "first" not in marks and dispatcher.stats.sent:
-                    marks["first"] = time.perf_counter()
-                await asyncio.sleep(0.005)
-            marks["last"] = time.perf_counter()
+            watcher = asyncio.create_task(watch())
+            started = time.perf_counter()
+            while not watcher.done():  # what the JobQueue does: tick every OUTBOX_TICK_SECONDS
+                await dispatcher.tick()
+                await asyncio.sleep(config.tick_seconds)
+                if time.perf_counter() - started > count / cap * 3 + 60:
+                    print("gave up waiting", dispatcher.stats)
+                    watcher.cancel()
+                    break
+            await dispatcher.idle()
+            figures = None
+            if broadcasts is not None:
+                await dispatcher.tick()  # closes the broadcast
+                figures = await broadcasts.progress(view.id)
+            await dispatcher.stop()
+            await bot.shutdown()
 
-        watcher = asyncio.create_task(watch())
-        started = time.perf_counter()
-        while not watcher.done():  # what the JobQueue does: tick every OUTBOX_TICK_SECONDS
-            await dispatcher.tick()
-            await asyncio.sleep(config.tick_seconds)
-            if time.perf_counter() - started > count / cap * 3 + 60:
-                print("gave up waiting", dispatcher.stats)
-                watcher.cancel()
-                break
-        await dispatcher.idle()
-        figures = None
-        if broadcasts is not None:
-            await dispatcher.tick()  # closes the broadcast
-            figures = await broadcasts.progress(view.id)
-        await dispatcher.stop()
-        await bot.shutdown()
-
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{report_port}/report") as response:
-            report = json.loads(await response.text())
-        await engine.dispose()
-        await keystore.close()
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{report_port}/report") as response:
+                report = json.loads(await response.text())
+            await engine.dispose()
+            await keystore.close()
     child.kill()
 
     elapsed = marks.get("last", time.perf_counter()) - marks.get("first", started)

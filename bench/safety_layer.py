@@ -9,28 +9,24 @@ updates answered per second, from the first send to the last reply, and the p50 
 from a message to its reply. The layer is then removed from the application
 (``handlers.safety.screening``'s group) and the same load is sent by new people. The bot-wide
 rate limit is lifted (OUTBOX_RATE_PER_SECOND=995) so that the bot's own processing is
-measured, not Telegram's cap.
+measured, not Telegram's cap (the emulator's flood control is off too).
 
 Run: ``.venv/bin/python bench/safety_layer.py [clients] [per_client]`` (default 50 × 4);
-``BENCH_DATABASE_URL`` for PostgreSQL (an empty database), else a temporary SQLite file.
+a temporary SQLite file, or with ``BENCH_DATABASE_URL`` a PostgreSQL database created on that
+server and dropped at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.config import Settings  # noqa: E402
-from bot.crypto.keyring import generate_keyring  # noqa: E402
-from bot.db.engine import is_sqlite  # noqa: E402
-from bot.db.migrate import upgrade  # noqa: E402
+from bench.common import NO_FLOOD, bench_database, bot_settings, database_label, make_settings, percentile  # noqa: E402
 from bot.runtime import start_bot_task  # noqa: E402
 from bot.safety import SafetyDetector  # noqa: E402
 from bot.sandbox.emulator import BotApiEmulator  # noqa: E402
@@ -43,11 +39,6 @@ MESSAGES = [
     "this traffic is killing me",
     "kan ik mijn oefenmelding op negen uur zetten?",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def load(emulator: BotApiEmulator, first_id: int, clients: int, per_client: int) -> tuple[float, list[float]]:
@@ -83,20 +74,9 @@ async def main(clients: int, per_client: int) -> None:
             costs.append(time.perf_counter() - begin)
     print(f"detector per message: p50 {percentile(costs, 0.5) * 1e6:.0f} us, p95 {percentile(costs, 0.95) * 1e6:.0f} us")
 
-    with tempfile.TemporaryDirectory() as folder:
-        url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{folder}/bench.sqlite3"
-        if not is_sqlite(url):
-            await upgrade(url)
-        async with BotApiEmulator() as emulator:
-            settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
-                telegram_bot_token=emulator.token,
-                telegram_api_base_url=emulator.base_url,
-                telegram_api_file_url=emulator.base_file_url,
-                database_url=url,
-                imrs_keys=generate_keyring().to_json(),
-                outbox_rate_per_second=995,
-            )
+    async with bench_database() as url:
+        async with BotApiEmulator(flood=NO_FLOOD) as emulator:
+            settings = make_settings(bot_settings(emulator, url, outbox_rate_per_second=995))
             stop = asyncio.Event()
             task, application = await start_bot_task(settings, stop=stop, timeout=30, poll_timeout=1)
             try:
@@ -113,7 +93,7 @@ async def main(clients: int, per_client: int) -> None:
                 stop.set()
                 await asyncio.wait_for(task, 30)
     total = clients * per_client
-    print(f"{clients} people x {per_client} messages, database {'SQLite' if is_sqlite(url) else 'PostgreSQL'}:")
+    print(f"{clients} people x {per_client} messages, database {database_label(url)}:")
     rates = {}
     for label in ("layer on", "layer off"):
         seconds, latencies = results[label]

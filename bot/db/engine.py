@@ -147,6 +147,34 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, for_migrations: bool) -> None:
         @event.listens_for(sync_engine, "begin")
         def _on_begin(connection: Any) -> None:
             connection.exec_driver_sql("BEGIN")
+    else:
+        _skip_empty_transaction_ends(sync_engine.dialect)
+
+
+def _skip_empty_transaction_ends(dialect: Any) -> None:
+    """COMMIT and ROLLBACK only when SQLite has a transaction open.
+
+    The sqlite3 driver opens a transaction at the first write (its legacy mode), so a session
+    that only read (most of them: who is writing, which page they are on) has nothing to end.
+    SQLAlchemy ends it anyway, and with aiosqlite each call is a round trip to the
+    connection's thread: about a third of the database calls of an update, each costing a
+    thread switch. ``in_transaction`` is the connection's own flag (read while no statement
+    runs on it: SQLAlchemy ends a transaction only between statements)."""
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def open_transaction(dbapi_connection: Any) -> bool:
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        return bool(getattr(driver, "in_transaction", True))
+
+    def do_commit(dbapi_connection: Any) -> None:
+        if open_transaction(dbapi_connection):
+            commit(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        if open_transaction(dbapi_connection):
+            rollback(dbapi_connection)
+
+    dialect.do_commit, dialect.do_rollback = do_commit, do_rollback
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
