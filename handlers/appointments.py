@@ -51,6 +51,7 @@ from bot.services.invites import NotAllowed
 from handlers.access import refuse, requires
 from handlers.common import (
     conversation,
+    edit_in_place,
     keyboard,
     packer,
     say,
@@ -251,7 +252,7 @@ async def back_to_list(update: Update, context: BotContext) -> int:
     except NotAllowed as exc:
         return await _refused(update, context, LIST, exc)
     await query_of(update).answer()
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -293,7 +294,7 @@ async def open_appointment(update: Update, context: BotContext) -> int:
         [(await text(update, context, "appointments.back_button"), pack(LIST, appointment.therapist_id))],
     )
     body = await text(update, context, "appointments.page", **await _page_words(update, context, appointment))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -388,7 +389,7 @@ async def confirm_cancel(update: Update, context: BotContext) -> int:
         [(await text(update, context, "appointments.cancel_no_button"), pack(OPEN, appointment.id))],
     )
     body = await text(update, context, "appointments.cancel_confirm", **await _page_words(update, context, appointment))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -408,8 +409,8 @@ async def cancel(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     await query_of(update).answer()
     pack = packer(update, context)
-    await query_of(update).edit_message_text(
-        await text(update, context, "appointments.cancelled",
+    await edit_in_place(
+        update, await text(update, context, "appointments.cancelled",
                    when=await _when(update, context, cancelled.starts_at, cancelled.timezone)),
         reply_markup=keyboard([(await text(update, context, "appointments.back_button"), pack(LIST, cancelled.therapist_id))]),
     )

@@ -68,6 +68,17 @@ async def settle(update: Update) -> None:
         raise ApplicationHandlerStop from None
 
 
+async def edit_in_place(update: Update, body: str, **kwargs: Any) -> None:
+    """Show ``body`` in the message whose button was pressed (a page of a list, a step). The
+    same button tapped twice asks for the same page twice; Telegram answers the second edit
+    with 400 "message is not modified": the person already sees that page, so that is no error."""
+    try:
+        await query_of(update).edit_message_text(body, **kwargs)
+    except BadRequest as error:
+        if "not modified" not in error.message.lower():
+            raise
+
+
 async def settle_again_ok(update: Update) -> None:
     """``settle`` for buttons that may be pressed twice before the first press took them off
     (a message sent on the bot's own initiative): the second press is no error and goes on."""
