@@ -129,6 +129,22 @@ async def test_time_zone_by_button_by_city_and_with_bad_input(bot: RunningBot, e
 # -- /consent ------------------------------------------------------------------------------------
 
 
+async def test_an_edited_message_answers_no_step(bot: RunningBot, emulator: BotApiEmulator):
+    """Found by tests/test_fuzz.py: an edit of an earlier message in a step that waits for
+    text reached the step, which read ``update.message`` (an edit has none): the error
+    handler. An edit answers no step; the step still waits for a new message."""
+    client, _ = await enrolled_client(bot, emulator)
+    earlier = await client.send("hello")
+    await client.next_message()
+    await client.send("/timezone")
+    question = await client.next_message()
+    assert says(question, "account.timezone.question", zone="Europe/Amsterdam")
+    await client.edit(earlier, "London")
+    assert says(await client.next_message(), "fallback.text")
+    await client.send("London")
+    assert says(await client.next_message(), "account.timezone.changed", zone="Europe/London")
+
+
 async def test_withdrawing_consent_is_recorded_and_the_therapist_is_told(bot: RunningBot, emulator: BotApiEmulator):
     client, therapist_chat = await enrolled_client(bot, emulator)
     person = await person_by_telegram_id(bot, client.id)
