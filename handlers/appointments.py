@@ -149,14 +149,17 @@ async def show(update: Update, context: BotContext) -> int:
     therapists to choose from."""
     await _drop(update, context)
     identity = await stored_identity(update, context)
-    if identity.role is Role.CLIENT:
-        await _show_own(update, context)
-    elif identity.role is Role.THERAPIST:
-        assert identity.person_id is not None  # a therapist is registered
-        body, markup = await _list(update, context, identity.person_id)
-        await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
-    else:
-        await _show_therapists(update, context)
+    try:
+        if identity.role is Role.CLIENT:
+            await _show_own(update, context)
+        elif identity.role is Role.THERAPIST:
+            assert identity.person_id is not None  # a therapist is registered
+            body, markup = await _list(update, context, identity.person_id)
+            await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
+        else:
+            await _show_therapists(update, context)
+    except NotAllowed as exc:  # e.g. a therapist deactivated by the practice
+        await refuse(update, context, what="/appointments", reason=exc.reason)
     return ConversationHandler.END
 
 

@@ -540,3 +540,16 @@ async def test_a_button_tapped_twice_before_the_first_tap_took_effect_acts_once(
     await therapist_chat.wait_for_callback_answer(first)
     await therapist_chat.wait_for_callback_answer(second)
     await therapist_chat.expect_silence(0.1)  # acted on once, and no "something went wrong"
+
+
+async def test_a_deactivated_therapist_asking_for_appointments_is_refused_not_failed(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    """Found by tests/test_fuzz.py: the service refuses an inactive therapist (NotAllowed),
+    which /appointments did not catch: the error handler, "Sorry, something went wrong"."""
+    therapist_chat, therapist, _, _ = await practice(bot, emulator)
+    staff = await add_person(bot, 8501, Role.STAFF, display_name="Desk")
+    await services(bot).clinic.deactivate_therapist(staff, therapist.person_id)
+    await therapist_chat.send("/appointments")
+    reply = await therapist_chat.next_message()
+    assert says(reply, "access.denied"), reply.content
