@@ -193,7 +193,6 @@ class Fuzzer:
         self.kinds: Counter[str] = Counter()
         self.refused: set[int] = set()  # update ids that got a refusal
         self.current: dict[int, list[str]] = defaultdict(list)  # update id -> handlers that ran
-        self.rng = random.Random(FUZZ_SEED)
         self.group = emulator.group(title="Fuzz group")
         self.channel_id = -1_009_999_999_999
         self.labels: dict[int, str] = {}  # update id -> who did what
