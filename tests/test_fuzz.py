@@ -171,6 +171,10 @@ def batches(people: int) -> st.SearchStrategy[list[tuple[int, tuple[str, tuple[A
                     min_size=ACTIONS_PER_BATCH, max_size=ACTIONS_PER_BATCH)
 
 
+def signed_actions() -> set[str]:
+    return set(_SIGNED_ACTIONS.values())
+
+
 # ---------------------------------------------------------------------- the world
 
 
@@ -361,13 +365,19 @@ class Fuzzer:
             else:
                 expect_refusal = False
         elif how == "other_action_signed":
-            signed = sorted(set(_SIGNED_ACTIONS.values()))
-            action = signed[n % len(signed)]
+            # A button the bot made for someone else (often of another role, about their
+            # records), signed as if made for the presser: only the role and ownership checks
+            # at the moment of use stand in the way (the role hooks check those).
+            made = [d for p in self.people if p is not persona for d in p.history[-50:]
+                    if "|" in d and d.split("|", 1)[0] in signed_actions()]
+            if not made:
+                return
+            action, *args = made[n % len(made)].rpartition("|")[0].split("|")
             try:
-                data = codec.pack(persona.user.id, action, *([str(n % 50 + 1)] * (n % 3)))
+                data = codec.pack(persona.user.id, action, *args)
             except ValueError:
                 return
-            expect_refusal = False  # valid for the presser: the handler decides (checked by role hooks)
+            expect_refusal = False
         elif how == "unsigned":
             data = data.rpartition("|")[0] if "|" in data else data + "|1"
             expect_refusal = False
