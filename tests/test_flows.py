@@ -170,6 +170,18 @@ async def test_a_stale_button_tapped_twice_is_answered_twice_without_an_error(bo
     await client.expect_silence(0.1)  # no "Sorry, something went wrong"
 
 
+async def test_every_flow_that_can_be_paused_has_a_name_in_every_language(bot: RunningBot):
+    """Found by tests/test_fuzz.py: /help in the middle of /setkey paused it and named it with
+    ``flows.names.setkey``, which did not exist: the error handler, instead of the help."""
+    flows = Flows.of(bot.application).flows
+    assert "setkey" in flows
+    for name, flow in flows.items():
+        if flow.hooks.interlude:  # a pause ends it instead (bot.flows)
+            continue
+        for lang in ("en", "nl"):
+            assert content.text(f"flows.names.{name}", lang), (name, lang)
+
+
 async def test_joining_can_be_paused_with_help_and_resumed(bot: RunningBot, emulator: BotApiEmulator):
     therapist = await add_person(bot, 8001, Role.THERAPIST, display_name="Dr. Jansen")
     client = emulator.user(8101, first_name="Sam", language_code="en")
