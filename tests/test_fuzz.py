@@ -409,6 +409,7 @@ class Fuzzer:
         state = self.state
         marked = self.marked(text or "x")
         base = {"message_id": chat.next_message_id(), "from": user, "chat": chat.to_dict(), "date": tg_now()}
+        chat.reachable = True  # whatever they send, they have written to the bot (as send does)
         push = state.updates.push
         if kind in ("inline_callback", "game_callback"):  # answerable, as Telegram's are
             state.callback_queries[f"9{n}" if kind == "inline_callback" else f"8{n}"] = PendingQuery(chat.id, person.id)
