@@ -11,12 +11,12 @@ driven deep into the flows (/practice, /reminders, /checkin, /safetyplan, /broad
 /appointments, /invite, /setkey, /clients, /therapists, ...).
 
 The path is the production one, minus the long poll: the bot runs through
-``bot.runtime.run_bot`` (handlers, database, persistence after every update, outbox, JobQueue)
-and its requests go through python-telegram-bot's HTTP client to the project's Bot API
-emulator; the updates the emulator creates are handed to ``application.update_queue``, which
-is exactly where python-telegram-bot's Updater puts what getUpdates returns (the Application
-still processes them one at a time, in order). Two things are switched off because they only
-throttle: the bot-wide rate limiter's cap (``OUTBOX_RATE_PER_SECOND=995``, as the
+``bot.runtime.run_bot`` (handlers, database, persistence, outbox, JobQueue) and its requests go
+through python-telegram-bot's HTTP client to the project's Bot API emulator; the updates the
+emulator creates are stored in the bot's durable inbox (``bot.inbox``), exactly where polling
+stores what getUpdates returns, and the inbox consumer processes them one at a time, in order,
+as in production. Two things are switched off because they only throttle: the bot-wide rate
+limiter's cap (``OUTBOX_RATE_PER_SECOND=995``, as the
 benchmarks do) and the emulator's flood control. ``FUZZ_VIA_POLLING=1`` sends the updates the
 whole way instead, through getUpdates, to compare the rates.
 
@@ -201,6 +201,7 @@ class Fuzzer:
         self.channel_id = -1_009_999_999_999
         self.labels: dict[int, str] = {}  # update id -> who did what
         self.checked: dict[str, int] = {}  # persona -> bot messages checked so far
+        self.feeder: asyncio.Task[None] | None = None
 
     # -- markers -----------------------------------------------------------------------
 
@@ -211,19 +212,34 @@ class Fuzzer:
     # -- feeding -----------------------------------------------------------------------
 
     def install_feed(self) -> None:
-        """Updates the emulator creates go straight to the application's update queue."""
+        """Updates the emulator creates go straight into the bot's durable inbox (bot.inbox),
+        where polling puts what getUpdates returns, in the order they were made; the inbox
+        consumer processes them as in production."""
         if VIA_POLLING:
             return
         queue = self.state.updates
         application = self.bot.application
         assert application is not None
+        inbox = services(self.bot).inbox
+        arrived: asyncio.Queue[Update] = asyncio.Queue()
+
+        async def store() -> None:
+            while True:
+                batch = [await arrived.get()]
+                while not arrived.empty():
+                    batch.append(arrived.get_nowait())
+                await inbox.receive_many(batch)
+
+        if self.feeder is not None:
+            self.feeder.cancel()
+        self.feeder = asyncio.get_running_loop().create_task(store(), name="fuzz-feed")
 
         def push(update_type: str, payload: dict[str, Any]) -> dict[str, Any] | None:
             if not queue.accepts(update_type):
                 return None
             update = {"update_id": queue._next_id, update_type: payload}
             queue._next_id += 1
-            application.update_queue.put_nowait(Update.de_json(update, application.bot))
+            arrived.put_nowait(Update.de_json(update, application.bot))
             return update
 
         queue.push = push  # type: ignore[method-assign]
@@ -679,6 +695,7 @@ async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmul
     for name in own_levels:
         logging.getLogger(name).setLevel(logging.DEBUG)
     undo: list[Callable[[], None]] = []
+    fuzzer: Fuzzer | None = None
     try:
         await fuzz_bot.start()
         people = await enrol_everyone(fuzz_bot, emulator)
@@ -744,6 +761,8 @@ async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmul
         for (role, name), count in sorted(fuzzer.answered.items()):
             print(f"  {role:10} {count:7} {name}")
     finally:
+        if fuzzer is not None and fuzzer.feeder is not None:
+            fuzzer.feeder.cancel()
         for put_back in reversed(undo):
             put_back()
         root.removeHandler(filtered)
