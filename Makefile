@@ -38,7 +38,7 @@ check: $(STAMP)
 
 ## Fuzz the whole bot with FUZZ_UPDATES arbitrary updates per database (tests/test_fuzz.py;
 ## `make test` runs 1,000). FUZZ_SEED=N repeats a run; the seed is printed.
-FUZZ_UPDATES ?= 6000
+FUZZ_UPDATES ?= 4000
 fuzz: $(STAMP)
 	FUZZ_UPDATES=$(FUZZ_UPDATES) $(BIN)/python -m pytest -n 2 -q -rP tests/test_fuzz.py $(PYTEST_ARGS)
 
