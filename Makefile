@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check install sandbox migrate content-check reader bench clean
+.PHONY: run test check fuzz install sandbox migrate content-check reader bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -35,6 +35,12 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/bandit -c pyproject.toml -q -r bot handlers
 	$(BIN)/python .ci/audit.py
+
+## Fuzz the whole bot with FUZZ_UPDATES arbitrary updates per database (tests/test_fuzz.py;
+## `make test` runs 1,000). FUZZ_SEED=N repeats a run; the seed is printed.
+FUZZ_UPDATES ?= 4000
+fuzz: $(STAMP)
+	FUZZ_UPDATES=$(FUZZ_UPDATES) $(BIN)/python -m pytest -n 2 -q -rP tests/test_fuzz.py $(PYTEST_ARGS)
 
 sandbox: $(STAMP)
 	$(BIN)/imrs-bot sandbox

@@ -51,6 +51,7 @@ from bot.services.invites import NotAllowed
 from handlers.access import refuse, requires
 from handlers.common import (
     conversation,
+    edit_in_place,
     keyboard,
     packer,
     say,
@@ -148,14 +149,17 @@ async def show(update: Update, context: BotContext) -> int:
     therapists to choose from."""
     await _drop(update, context)
     identity = await stored_identity(update, context)
-    if identity.role is Role.CLIENT:
-        await _show_own(update, context)
-    elif identity.role is Role.THERAPIST:
-        assert identity.person_id is not None  # a therapist is registered
-        body, markup = await _list(update, context, identity.person_id)
-        await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
-    else:
-        await _show_therapists(update, context)
+    try:
+        if identity.role is Role.CLIENT:
+            await _show_own(update, context)
+        elif identity.role is Role.THERAPIST:
+            assert identity.person_id is not None  # a therapist is registered
+            body, markup = await _list(update, context, identity.person_id)
+            await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
+        else:
+            await _show_therapists(update, context)
+    except NotAllowed as exc:  # e.g. a therapist deactivated by the practice
+        await refuse(update, context, what="/appointments", reason=exc.reason)
     return ConversationHandler.END
 
 
@@ -251,7 +255,7 @@ async def back_to_list(update: Update, context: BotContext) -> int:
     except NotAllowed as exc:
         return await _refused(update, context, LIST, exc)
     await query_of(update).answer()
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -293,7 +297,7 @@ async def open_appointment(update: Update, context: BotContext) -> int:
         [(await text(update, context, "appointments.back_button"), pack(LIST, appointment.therapist_id))],
     )
     body = await text(update, context, "appointments.page", **await _page_words(update, context, appointment))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -388,7 +392,7 @@ async def confirm_cancel(update: Update, context: BotContext) -> int:
         [(await text(update, context, "appointments.cancel_no_button"), pack(OPEN, appointment.id))],
     )
     body = await text(update, context, "appointments.cancel_confirm", **await _page_words(update, context, appointment))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -408,8 +412,8 @@ async def cancel(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     await query_of(update).answer()
     pack = packer(update, context)
-    await query_of(update).edit_message_text(
-        await text(update, context, "appointments.cancelled",
+    await edit_in_place(
+        update, await text(update, context, "appointments.cancelled",
                    when=await _when(update, context, cancelled.starts_at, cancelled.timezone)),
         reply_markup=keyboard([(await text(update, context, "appointments.back_button"), pack(LIST, cancelled.therapist_id))]),
     )

@@ -31,7 +31,7 @@ from bot.services.invites import NotAllowed
 from bot.services.clinic import ClientSummary
 from bot.services.names import InvalidAlias
 from handlers.access import refuse, requires
-from handlers.common import conversation, keyboard, local_time, packer, say, signed_ids, text
+from handlers.common import conversation, edit_in_place, keyboard, local_time, packer, say, signed_ids, text
 from handlers.parts import chat_id_of, message_of, query_of, user_data_of
 
 RENAME_STATE = "clients_rename"
@@ -73,7 +73,7 @@ async def turn_page(update: Update, context: BotContext) -> int:
         await refuse(update, context, what=f"button:{PAGE}", reason=refused.reason)
         return ConversationHandler.END
     await query_of(update).answer()
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -181,7 +181,7 @@ async def _show_page(update: Update, context: BotContext, client: ClientSummary)
         ],
         [(await text(update, context, "clients.back_button"), pack(PAGE, 0))],
     )
-    await query_of(update).edit_message_text("\n".join(lines), reply_markup=markup)
+    await edit_in_place(update, "\n".join(lines), reply_markup=markup)
 
 
 # -- rename --------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ async def confirm_unlink(update: Update, context: BotContext) -> int:
         [(await text(update, context, "clients.unlink_no_button"), pack(OPEN, client.client_id))],
     )
     body = await text(update, context, "clients.unlink_confirm", alias=await _name(update, context, client, 0))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -251,7 +251,7 @@ async def unlink(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     await query_of(update).answer()
     body = await text(update, context, "clients.unlinked", alias=await _name(update, context, client, 0))
-    await query_of(update).edit_message_text(body)
+    await edit_in_place(update, body)
     return ConversationHandler.END
 
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, Forbidden
-from telegram.ext import BaseHandler
+from telegram.ext import ApplicationHandlerStop, BaseHandler
 from telegram.warnings import PTBUserWarning
 
 from bot.callbacks import InvalidPayload
@@ -54,17 +54,38 @@ async def crisis_block(update: Update, context: BotContext) -> str:
 
 async def settle(update: Update) -> None:
     """A button was pressed: acknowledge it and take the buttons off that message, so the
-    same choice cannot be made twice."""
+    same choice cannot be made twice. A second tap that reached the bot before the first
+    one's edit reached the person finds the buttons gone ("message is not modified"): that
+    choice is made already, so nothing more happens for it (``ApplicationHandlerStop``: no
+    other handler, a conversation keeps its state)."""
     query = query_of(update)
     await query.answer()
-    await query.edit_message_reply_markup(reply_markup=None)
+    try:
+        await query.edit_message_reply_markup(reply_markup=None)
+    except BadRequest as error:
+        if "not modified" not in error.message.lower():
+            raise
+        raise ApplicationHandlerStop from None
+
+
+async def edit_in_place(update: Update, body: str, **kwargs: Any) -> None:
+    """Show ``body`` in the message whose button was pressed (a page of a list, a step). The
+    same button tapped twice asks for the same page twice; Telegram answers the second edit
+    with 400 "message is not modified": the person already sees that page, so that is no error."""
+    try:
+        await query_of(update).edit_message_text(body, **kwargs)
+    except BadRequest as error:
+        if "not modified" not in error.message.lower():
+            raise
 
 
 async def settle_again_ok(update: Update) -> None:
     """``settle`` for buttons that may be pressed twice before the first press took them off
-    (a message sent on the bot's own initiative): the second press is no error."""
+    (a message sent on the bot's own initiative): the second press is no error and goes on."""
+    query = query_of(update)
+    await query.answer()
     try:
-        await settle(update)
+        await query.edit_message_reply_markup(reply_markup=None)
     except BadRequest:  # "message is not modified": the buttons are gone already
         pass
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telegram import Update
+from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 
 from bot.context import BotContext
@@ -34,7 +35,10 @@ async def stale_button(update: Update, context: BotContext) -> None:
     query = query_of(update)
     await query.answer(await text(update, context, "fallback.stale_button"))
     if query.message is not None and query.message.is_accessible:
-        await query.edit_message_reply_markup(reply_markup=None)
+        try:
+            await query.edit_message_reply_markup(reply_markup=None)
+        except BadRequest:  # "message is not modified": a second tap, the buttons are gone already
+            pass
 
 
 handlers = [

@@ -88,8 +88,10 @@ def stop_words(content: Content) -> filters.MessageFilter:
 
 
 def free_text(content: Content) -> filters.BaseFilter:
-    """Typed text that is neither a command nor a stop word: what a step may answer itself."""
-    return filters.TEXT & ~filters.COMMAND & ~stop_words(content)
+    """Typed text that is neither a command nor a stop word: what a step may answer itself.
+    Only new messages: an edit of an earlier message (an ``edited_message`` update, which has
+    no ``update.message``) answers no step; it gets the stray-text reply."""
+    return filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND & ~stop_words(content)
 
 
 def cancel_in_conversation(content: Content) -> list[BaseHandler]:

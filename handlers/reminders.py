@@ -47,6 +47,7 @@ from bot.services.reminders import NotYours, Reminder, TooMany
 from handlers.access import refuse, requires
 from handlers.common import (
     conversation,
+    edit_in_place,
     keyboard,
     packer,
     say,
@@ -177,7 +178,7 @@ async def back_to_list(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     await query_of(update).answer()
     body, markup = await _list(update, context)
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -211,7 +212,7 @@ async def _show_page(update: Update, context: BotContext, reminder: Reminder) ->
         [(await text(update, context, "reminders.back_button"), pack(LIST))],
     )
     body = await text(update, context, key, **await _words(update, context, reminder))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
 
 
 @requires(Role.CLIENT)
@@ -261,7 +262,7 @@ async def confirm_delete(update: Update, context: BotContext) -> int:
         [(await text(update, context, "reminders.delete_no_button"), pack(OPEN, reminder.id))],
     )
     body = await text(update, context, "reminders.delete_confirm", **await _words(update, context, reminder))
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
     return ConversationHandler.END
 
 
@@ -277,8 +278,8 @@ async def delete(update: Update, context: BotContext) -> int:
         return ConversationHandler.END
     await query_of(update).answer()
     pack = packer(update, context)
-    await query_of(update).edit_message_text(
-        await text(update, context, "reminders.deleted"),
+    await edit_in_place(
+        update, await text(update, context, "reminders.deleted"),
         reply_markup=keyboard([(await text(update, context, "reminders.back_button"), pack(LIST))]),
     )
     return ConversationHandler.END

@@ -123,7 +123,9 @@ async def _secret_key_pasted(update: Update, context: BotContext) -> str:
     """A private key in the chat: take it out of the chat at once, and say what to do."""
     deleted = True
     try:
-        await message_of(update).delete()
+        message = update.effective_message  # the new message, or one edited into a key
+        if message is not None:
+            await message.delete()
     except (BadRequest, Forbidden):
         deleted = False
     await context.services.therapist_keys.secret_key_refused(await context.identity(update))

@@ -25,7 +25,7 @@ from telegram.ext import (
 from bot.context import BotContext
 from handlers import join_client, join_clinic
 from handlers.access import public
-from handlers.common import conversation, keyboard, say, settle, text, use_the_buttons
+from handlers.common import conversation, edit_in_place, keyboard, say, settle, text, use_the_buttons
 from handlers.parts import button_match, chat_id_of, query_of
 
 # States (strings, so that the persisted value reads well in the database).
@@ -124,7 +124,7 @@ async def _send_page(update: Update, context: BotContext, page: int, *, edit: bo
         buttons.append((await text(update, context, "tour.done"), DONE))
     markup = keyboard(buttons)
     if edit:
-        await query_of(update).edit_message_text(body, reply_markup=markup)
+        await edit_in_place(update, body, reply_markup=markup)
     else:
         await context.bot.send_message(chat_id_of(update), body, reply_markup=markup)
 

@@ -25,7 +25,7 @@ from bot.db.models import InviteKind, Role
 from bot.services.invites import NotAllowed
 from bot.services.clinic import TherapistSummary
 from handlers.access import refuse, requires
-from handlers.common import keyboard, packer, signed_ids, tell_directly, text
+from handlers.common import edit_in_place, keyboard, packer, signed_ids, tell_directly, text
 from handlers.invite import send_invite
 from handlers.parts import chat_id_of, query_of
 
@@ -73,7 +73,7 @@ async def back_to_list(update: Update, context: BotContext) -> None:
         await _refused(update, context, LIST, refused)
         return
     await query_of(update).answer()
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
 
 
 async def _list(update: Update, context: BotContext) -> tuple[str, InlineKeyboardMarkup]:
@@ -137,7 +137,7 @@ async def _show_page(update: Update, context: BotContext, therapist: TherapistSu
         rows.append([(await text(update, context, "therapists.move_button"),
                       packer(update, context)(MOVE, therapist.person_id))])
     rows.append([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
-    await query_of(update).edit_message_text("\n".join(lines), reply_markup=keyboard(*rows))
+    await edit_in_place(update, "\n".join(lines), reply_markup=keyboard(*rows))
 
 
 @requires(Role.STAFF)
@@ -167,7 +167,7 @@ async def confirm_deactivate(update: Update, context: BotContext) -> None:
         update, context, "therapists.deactivate_confirm",
         name=await _name(update, context, therapist), clients=therapist.clients,
     )
-    await query_of(update).edit_message_text(body, reply_markup=markup)
+    await edit_in_place(update, body, reply_markup=markup)
 
 
 @requires(Role.STAFF)
@@ -189,8 +189,8 @@ async def deactivate(update: Update, context: BotContext) -> None:
         update, context, "therapists.deactivated",
         name=await _name(update, context, therapist), clients=len(done.clients),
     )
-    await query_of(update).edit_message_text(
-        body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
+    await edit_in_place(
+        update, body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     )
 
 
@@ -211,8 +211,8 @@ async def choose_target(update: Update, context: BotContext) -> None:
     await query_of(update).answer()
     back = [(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))]
     if not targets:
-        await query_of(update).edit_message_text(
-            await text(update, context, "therapists.move_none"), reply_markup=keyboard(back)
+        await edit_in_place(
+            update, await text(update, context, "therapists.move_none"), reply_markup=keyboard(back)
         )
         return
     rows = [
@@ -223,7 +223,7 @@ async def choose_target(update: Update, context: BotContext) -> None:
         update, context, "therapists.move_choose",
         name=await _name(update, context, therapist), waiting=therapist.awaiting_move,
     )
-    await query_of(update).edit_message_text(body, reply_markup=keyboard(*rows, back))
+    await edit_in_place(update, body, reply_markup=keyboard(*rows, back))
 
 
 @requires(Role.STAFF)
@@ -241,8 +241,8 @@ async def move(update: Update, context: BotContext) -> None:
     name = done.to_display_name or await text(update, context, "therapists.no_name")
     # The clients and the therapist were told by the service, in the same transaction.
     body = await text(update, context, "therapists.moved", name=name, clients=len(done.clients))
-    await query_of(update).edit_message_text(
-        body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
+    await edit_in_place(
+        update, body, reply_markup=keyboard([(await text(update, context, "therapists.back_button"), packer(update, context)(LIST))])
     )
 
 

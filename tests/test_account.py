@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -127,6 +128,22 @@ async def test_time_zone_by_button_by_city_and_with_bad_input(bot: RunningBot, e
 
 
 # -- /consent ------------------------------------------------------------------------------------
+
+
+async def test_an_edited_message_answers_no_step(bot: RunningBot, emulator: BotApiEmulator):
+    """Found by tests/test_fuzz.py: an edit of an earlier message in a step that waits for
+    text reached the step, which read ``update.message`` (an edit has none): the error
+    handler. An edit answers no step; the step still waits for a new message."""
+    client, _ = await enrolled_client(bot, emulator)
+    earlier = await client.send("hello")
+    await client.next_message()
+    await client.send("/timezone")
+    question = await client.next_message()
+    assert says(question, "account.timezone.question", zone="Europe/Amsterdam")
+    await client.edit(earlier, "London")
+    assert says(await client.next_message(), "fallback.text")
+    await client.send("London")
+    assert says(await client.next_message(), "account.timezone.changed", zone="Europe/London")
 
 
 async def test_withdrawing_consent_is_recorded_and_the_therapist_is_told(bot: RunningBot, emulator: BotApiEmulator):
@@ -284,6 +301,19 @@ async def test_the_export_holds_every_table_with_the_clients_data_and_nobody_els
 
 
 # -- /delete -------------------------------------------------------------------------------------
+
+
+async def test_the_export_holds_practice_reminders_and_their_local_time(bot: RunningBot, emulator: BotApiEmulator):
+    """Found by tests/test_fuzz.py: a reminder's local time (a ``datetime.time``) could not be
+    written to JSON, so /mydata of a client with a practice reminder reached the error handler."""
+    client, _ = await enrolled_client(bot, emulator)
+    person = await person_by_telegram_id(bot, client.id)
+    await services(bot).reminders.add(person.id, {0, 2}, dt_time(19, 30), "breathing")
+    await client.send("/mydata")
+    message = await client.next_message()
+    assert message.document is not None, message.content
+    export = json.loads(message.document.data.decode("utf-8"))
+    assert [row["local_time"] for row in export["tables"]["reminder_schedules"]] == ["19:30:00"]
 
 
 async def test_delete_leaves_nothing_but_the_record_of_the_erasure(bot: RunningBot, emulator: BotApiEmulator):

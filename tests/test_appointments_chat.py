@@ -524,3 +524,32 @@ async def test_a_move_is_typed_in_the_zone_the_therapist_has_now(bot: RunningBot
     assert says(moved, "appointments.moved", when=when(LON, later), zone=LON), moved.content
     row = await appointment_row(bot, appointment_id)
     assert row.starts_at == later and row.timezone == LON
+
+
+async def test_a_button_tapped_twice_before_the_first_tap_took_effect_acts_once(bot: RunningBot, emulator: BotApiEmulator):
+    """Found by tests/test_fuzz.py: both taps reach the bot with the buttons still on the
+    message; the first takes them off, and taking them off again was Telegram's 400 "message
+    is not modified", which reached the error handler ("Sorry, something went wrong")."""
+    therapist_chat, _, _, _ = await practice(bot, emulator)
+    await therapist_chat.send("/appointments")
+    listing = await therapist_chat.next_message()
+    first = await therapist_chat.press(t("appointments.new_button"), listing)
+    second = await therapist_chat.press(t("appointments.new_button"), listing)  # before the bot read the first
+    choose = await therapist_chat.next_message()
+    assert says(choose, "appointments.choose_client"), choose.content
+    await therapist_chat.wait_for_callback_answer(first)
+    await therapist_chat.wait_for_callback_answer(second)
+    await therapist_chat.expect_silence(0.1)  # acted on once, and no "something went wrong"
+
+
+async def test_a_deactivated_therapist_asking_for_appointments_is_refused_not_failed(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    """Found by tests/test_fuzz.py: the service refuses an inactive therapist (NotAllowed),
+    which /appointments did not catch: the error handler, "Sorry, something went wrong"."""
+    therapist_chat, therapist, _, _ = await practice(bot, emulator)
+    staff = await add_person(bot, 8501, Role.STAFF, display_name="Desk")
+    await services(bot).clinic.deactivate_therapist(staff, therapist.person_id)
+    await therapist_chat.send("/appointments")
+    reply = await therapist_chat.next_message()
+    assert says(reply, "access.denied"), reply.content

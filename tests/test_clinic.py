@@ -530,6 +530,24 @@ async def test_deactivating_a_therapist_tells_their_clients_who_can_be_moved(
     assert {"therapist.deactivated", "therapist.clients_moved"} <= set(actions)
 
 
+async def test_a_therapist_tapped_twice_in_the_list_shows_their_page_without_an_error(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    """Found by tests/test_fuzz.py: the second tap asks for the page the first one showed, and
+    Telegram answers that edit with 400 "message is not modified"; it reached the error
+    handler and the admin was told something went wrong."""
+    await new_therapist(emulator, "Anna", 8101)
+    admin = emulator.user(ADMIN_ID)
+    await admin.send("/therapists")
+    listing = await admin.next_message()
+    await admin.press("Anna", listing)
+    await admin.press("Anna", listing)  # before the bot read the first tap
+    page = await admin.wait_for_edit(listing)
+    assert "Connected clients: 0" in page.content
+    await emulator.updates_processed()
+    assert not [m for m in admin.messages if says(m, "errors.generic")]
+
+
 async def test_therapist_buttons_refuse_other_roles_and_forged_ids(
     bot: RunningBot, emulator: BotApiEmulator
 ):

@@ -152,6 +152,36 @@ async def test_a_command_outside_any_flow_ends_the_flow_and_its_buttons_go_stale
     assert says(await client.next_message(), "fallback.text"), "no flow owns the text any more"
 
 
+async def test_a_stale_button_tapped_twice_is_answered_twice_without_an_error(bot: RunningBot, emulator: BotApiEmulator):
+    """Found by tests/test_fuzz.py: the second tap's query still names the message the first one
+    took the buttons off, so removing them again is "message is not modified" (400) on Telegram;
+    that reached the error handler and the person was told something went wrong."""
+    client = await enrolled_client(bot, emulator)
+    await client.send("/reminders")
+    await client.press("+ Add a reminder", await client.next_message())
+    which = await client.next_message()
+    data = next(d for row in which.buttons for label, d in row if label == "Slow breathing")
+    await client.send("/learn")
+    await client.next_message()
+    await eventually(lambda: active_flows(bot, client) == [])
+    for _ in range(2):
+        query = await client.press_data(data, which)
+        assert (await client.wait_for_callback_answer(query)).text == content.text("fallback.stale_button", "en")
+    await client.expect_silence(0.1)  # no "Sorry, something went wrong"
+
+
+async def test_every_flow_that_can_be_paused_has_a_name_in_every_language(bot: RunningBot):
+    """Found by tests/test_fuzz.py: /help in the middle of /setkey paused it and named it with
+    ``flows.names.setkey``, which did not exist: the error handler, instead of the help."""
+    flows = Flows.of(bot.application).flows
+    assert "setkey" in flows
+    for name, flow in flows.items():
+        if flow.hooks.interlude:  # a pause ends it instead (bot.flows)
+            continue
+        for lang in ("en", "nl"):
+            assert content.text(f"flows.names.{name}", lang), (name, lang)
+
+
 async def test_joining_can_be_paused_with_help_and_resumed(bot: RunningBot, emulator: BotApiEmulator):
     therapist = await add_person(bot, 8001, Role.THERAPIST, display_name="Dr. Jansen")
     client = emulator.user(8101, first_name="Sam", language_code="en")

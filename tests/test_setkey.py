@@ -129,6 +129,18 @@ async def test_a_pasted_private_key_is_deleted_warned_about_and_stored_nowhere(
     assert len(refused) == 4 and all(e.detail is None for e in refused)
 
 
+async def test_a_message_edited_into_a_private_key_is_deleted_too(bot: RunningBot, emulator: BotApiEmulator):
+    """Found by tests/test_fuzz.py: the guard deleted ``update.message``, which an edit
+    (``edited_message``) does not have: the error handler was reached and the key stayed."""
+    _, chat = await therapist(bot, emulator)
+    secret = next(line for line in age.generate().identity_file.splitlines() if line.startswith("AGE-SECRET-KEY-1"))
+    sent = await chat.send("my key is coming")
+    assert says(await chat.next_message(), "fallback.text")
+    await chat.edit(sent, secret)
+    assert says(await chat.next_message(), "setkey.wrong.secret_key")
+    assert not chat.holds_message(sent), "the private key is taken out of the chat"
+
+
 async def test_replacing_a_key_asks_first_survives_a_restart_and_keeps_the_history(
     bot: RunningBot, emulator: BotApiEmulator
 ):

@@ -21,7 +21,7 @@ import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 
 from sqlalchemy import Column, Table, or_, select
@@ -220,7 +220,7 @@ async def _describe_people(session: AsyncSession, person_ids: set[int]) -> dict[
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | time):  # time: a reminder's local time
         return value.isoformat()
     if isinstance(value, enum.Enum):
         return value.value

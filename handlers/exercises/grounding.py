@@ -7,7 +7,7 @@ from telegram import Update
 from bot.context import BotContext
 from bot.db.models import Role
 from handlers.access import requires
-from handlers.common import keyboard, say, settle
+from handlers.common import edit_in_place, keyboard, say, settle
 from handlers.exercises import rating
 from handlers.exercises.shared import GROUND_NEXT, RUNNING, STOP
 from handlers.parts import button_match, chat_id_of, query_of
@@ -29,8 +29,8 @@ async def show_step(update: Update, context: BotContext, step: int | None) -> No
         )
         return
     body = f"<i>{step + 1} / {len(steps)}</i>\n\n{steps[step]['prompt']}"
-    await query_of(update).edit_message_text(
-        body, reply_markup=keyboard([(next_label, f"px:gnext:{step + 1}")], [stop])
+    await edit_in_place(
+        update, body, reply_markup=keyboard([(next_label, f"px:gnext:{step + 1}")], [stop])
     )
 
 

@@ -18,7 +18,7 @@ Emulated:
   * validation with Telegram's descriptions: empty and over-long texts and captions (counted
     after entity parsing), HTML / MarkdownV2 / Markdown markup, inline keyboards and
     callback_data, unknown chats and messages, unchanged edits, reused callback queries;
-  * the people's side: bot_command entities, my_chat_member updates on block/unblock and when
+  * the people's side: bot_command entities, edited messages, my_chat_member updates on block/unblock and when
     the bot leaves a group, the rule that a bot cannot write first to a person;
   * flood control (429 with retry_after) and injected faults (any status, slow answers, for a
     number of calls or a number of seconds), and outages (``go_down``: connections refused, or

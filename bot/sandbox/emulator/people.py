@@ -207,6 +207,11 @@ class SimUser(ChatView):
             raise ValueError("Telegram clients do not send empty messages")
         return self._state.send_user_message(self._chat, self.person, text)
 
+    async def edit(self, message_id: int, text: str) -> None:
+        """Edit a message this person sent (``send`` returned its id): an edited_message update."""
+        self._check_can_write()
+        self._state.edit_user_message(self._chat, self.person, message_id, text)
+
     async def press(self, button: str | int, message: BotMessage | None = None) -> str:
         """Press an inline button of ``message`` (default: the newest one with buttons); returns the query id.
 

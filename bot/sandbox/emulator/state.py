@@ -248,6 +248,18 @@ class EmulatorState:
             self.updates.push("message", self.user_message_dict(chat, message))
         return message.message_id
 
+    def edit_user_message(self, chat: Chat, person: Person, message_id: int, text: str) -> None:
+        """A person edits a message they sent: the new text and the edited_message update."""
+        message = chat.messages.get(message_id)
+        if not isinstance(message, UserMessage) or message.user_id != person.id:
+            raise KeyError(f"no message #{message_id} of {person.id} in chat {chat.id}")
+        message = UserMessage(message.message_id, message.user_id, text, message.date)
+        chat.messages[message_id] = message
+        edited = self.user_message_dict(chat, message)
+        edited["edit_date"] = now()
+        if not chat.bot_left:
+            self.updates.push("edited_message", edited)
+
     def press_button(self, chat: Chat, person: Person, message: BotMessage, data: str) -> str:
         """A person presses an inline button with ``data`` under ``message``: the callback_query update."""
         self._query_counter += 1
