@@ -47,6 +47,7 @@ def once_in_order(got: list[str], expected: list[str]) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a hang guard: two real processes, 500 updates, a kill -9 and a restart; ~100 s at load 14
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
 async def test_kill_9_with_500_updates_in_flight_answers_each_once_in_order(
     tmp_path: Path, database_url: str, mode: str

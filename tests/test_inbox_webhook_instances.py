@@ -74,6 +74,7 @@ async def health(port: int) -> dict | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a hang guard: two real processes behind a proxy, a kill -9 and a takeover
 @pytest.mark.postgres
 async def test_two_webhook_instances_behind_a_proxy_and_the_consumer_killed(
     tmp_path: Path, fresh_postgres_url: str
