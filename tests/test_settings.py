@@ -77,9 +77,10 @@ async def test_forged_altered_and_stale_settings_buttons_change_nothing(bot: Run
     codec = services(bot).callbacks
     await client.send("/settings")
     shown = await client.next_message()
+    genuine = codec.pack(CLIENT_TG, "set.ann", 0)
     for data in (
         codec.pack(CLIENT_TG + 1, "set.ann", 0),  # made for someone else
-        codec.pack(CLIENT_TG, "set.ann", 0)[:-1] + "A",  # altered signature
+        genuine[:-1] + ("B" if genuine.endswith("A") else "A"),  # altered signature (never the same)
         codec.pack(CLIENT_TG, "set.ann", 7),  # a value the bot never makes
         codec.pack(CLIENT_TG, "set.ann", 0, 1),
     ):
