@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 from telegram import MessageEntity, Update
 from telegram.ext import Application, BaseHandler, CommandHandler, ConversationHandler
@@ -40,6 +40,8 @@ from telegram.ext import Application, BaseHandler, CommandHandler, ConversationH
 from bot.db.repositories import ConversationKey, ConversationStateRepository
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from bot.context import BotContext
 
 _log = logging.getLogger(__name__)
@@ -49,6 +51,29 @@ PAUSED_NAME = "flows:paused"  # conversation_states.name of paused flows
 INTERJECTIONS = frozenset({"help", "about"})  # commands that never end a flow
 
 Hook = Callable[[Update, "BotContext", Any], Awaitable[None]]
+
+
+DraftT = TypeVar("DraftT", bound="DataclassInstance")
+
+
+@dataclass(frozen=True)
+class TypedDrafts(Generic[DraftT]):
+    """A flow's draft as its own dataclass (``Flows`` keeps plain dicts under ``draft:<flow>``,
+    so that a pause or a restart loses no choice): ``get``, ``keep`` and ``drop`` for the
+    person an update is from."""
+
+    flow: str
+    kind: Callable[..., DraftT]
+
+    async def get(self, update: Update, context: BotContext) -> DraftT | None:
+        stored = await context.flows.draft(update, context, self.flow)
+        return None if stored is None else self.kind(**stored)
+
+    async def keep(self, update: Update, context: BotContext, draft: DraftT) -> None:
+        await context.flows.keep_draft(update, context, self.flow, asdict(draft))
+
+    async def drop(self, update: Update, context: BotContext) -> None:
+        await context.flows.drop_draft(update, context, self.flow)
 
 
 @dataclass(frozen=True)

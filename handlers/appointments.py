@@ -25,7 +25,7 @@ bot.flows, so a restart or a pause (/help) loses nothing.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -45,7 +45,7 @@ from bot.db.models import AppointmentKind, AppointmentResponse, Role
 from bot.delivery.buttons import APPOINTMENT_ATTENDING as ATTENDING
 from bot.delivery.buttons import APPOINTMENT_RESCHEDULE as RESCHEDULE
 from bot.delivery.rendering import local_moment
-from bot.flows import FlowHooks
+from bot.flows import FlowHooks, TypedDrafts
 from bot.services.appointments import AppointmentError, AppointmentView, parse_naive
 from bot.services.invites import NotAllowed
 from handlers.access import refuse, requires
@@ -97,17 +97,8 @@ class AppointmentDraft:
     appointment_id: int | None = None
 
 
-async def _draft(update: Update, context: BotContext) -> AppointmentDraft | None:
-    stored = await context.flows.draft(update, context, FLOW)
-    return None if stored is None else AppointmentDraft(**stored)
-
-
-async def _keep(update: Update, context: BotContext, draft: AppointmentDraft) -> None:
-    await context.flows.keep_draft(update, context, FLOW, asdict(draft))
-
-
-async def _drop(update: Update, context: BotContext) -> None:
-    await context.flows.drop_draft(update, context, FLOW)
+_drafts = TypedDrafts(FLOW, AppointmentDraft)
+_draft, _keep, _drop = _drafts.get, _drafts.keep, _drafts.drop
 
 
 # -- words -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ brings it up to date where it stopped.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -44,7 +44,7 @@ from telegram.ext import (
 from bot.callbacks import CallbackCodec
 from bot.context import SERVICES_KEY, BotContext
 from bot.db.models import BroadcastState, Role
-from bot.flows import FlowHooks
+from bot.flows import FlowHooks, TypedDrafts
 from bot.services.broadcasts import Audience, BroadcastError, BroadcastView, Progress, Reach
 from bot.services.invites import NotAllowed
 from handlers.access import refuse, requires
@@ -92,17 +92,8 @@ class BroadcastDraft:
         return Audience(self.kind or "all", self.therapist_id, self.days, self.language)
 
 
-async def _draft(update: Update, context: BotContext) -> BroadcastDraft | None:
-    stored = await context.flows.draft(update, context, FLOW)
-    return None if stored is None else BroadcastDraft(**stored)
-
-
-async def _keep(update: Update, context: BotContext, draft: BroadcastDraft) -> None:
-    await context.flows.keep_draft(update, context, FLOW, asdict(draft))
-
-
-async def _drop(update: Update, context: BotContext) -> None:
-    await context.flows.drop_draft(update, context, FLOW)
+_drafts = TypedDrafts(FLOW, BroadcastDraft)
+_draft, _keep, _drop = _drafts.get, _drafts.keep, _drafts.drop
 
 
 async def _lost(update: Update, context: BotContext) -> int:

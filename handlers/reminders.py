@@ -22,7 +22,7 @@ Times are the client's local time in their own zone; the outbox delivers them.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import time
 from typing import Any
 
@@ -39,7 +39,7 @@ from telegram.ext import (
 from bot.callbacks import CallbackCodec
 from bot.context import BotContext
 from bot.db.models import Role
-from bot.flows import FlowHooks
+from bot.flows import FlowHooks, TypedDrafts
 from bot.delivery.buttons import REMINDER_SKIP as SKIP
 from bot.delivery.buttons import REMINDER_SNOOZE as SNOOZE
 from bot.exercises import EXERCISES
@@ -94,17 +94,8 @@ class ReminderDraft:
     exercise: str | None = None
 
 
-async def _draft(update: Update, context: BotContext) -> ReminderDraft | None:
-    stored = await context.flows.draft(update, context, FLOW)
-    return None if stored is None else ReminderDraft(**stored)
-
-
-async def _keep(update: Update, context: BotContext, draft: ReminderDraft) -> None:
-    await context.flows.keep_draft(update, context, FLOW, asdict(draft))
-
-
-async def _drop(update: Update, context: BotContext) -> None:
-    await context.flows.drop_draft(update, context, FLOW)
+_drafts = TypedDrafts(FLOW, ReminderDraft)
+_draft, _keep, _drop = _drafts.get, _drafts.keep, _drafts.drop
 
 
 # -- words -------------------------------------------------------------------------------------
