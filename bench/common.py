@@ -44,6 +44,17 @@ def latency_line(latencies: list[float]) -> str:
             f"p95 {percentile(latencies, 0.95) * 1000:5.0f} ms")
 
 
+def compare(results: dict[str, tuple[float, list[float]]], first: str, second: str, total: int) -> float:
+    """Print updates/s and reply latency of two runs of ``total`` updates each (``results``:
+    label -> (seconds, reply latencies)); return the first's rate divided by the second's."""
+    rates = {}
+    for label in (first, second):
+        seconds, latencies = results[label]
+        rates[label] = total / seconds
+        print(f"  {label:9}: {rates[label]:6.1f} updates/s, {latency_line(latencies)}")
+    return rates[first] / rates[second]
+
+
 def database_label(url: str) -> str:
     return "SQLite" if is_sqlite(url) else "PostgreSQL"
 

@@ -9,32 +9,26 @@ once; each is screened and answered). For the in-memory figure polling is restar
 stock ``Updater`` on the Application's own queue (and the inbox consumer stopped).
 
 Run: ``.venv/bin/python bench/inbox_cost.py [clients] [per_client]`` (default 50 × 4);
-``BENCH_DATABASE_URL`` for PostgreSQL (an empty database), else a temporary SQLite file.
+with ``BENCH_DATABASE_URL`` naming a PostgreSQL server, on a database of its own there
+(bench/common.py), else on a temporary SQLite file. The emulator's flood control is off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from telegram import Update  # noqa: E402
 from telegram.ext import Updater  # noqa: E402
 
-from bot.config import Settings  # noqa: E402
+from bench.common import NO_FLOOD, bench_database, bot_settings, compare, database_label, make_settings  # noqa: E402
+from bench.safety_layer import load  # noqa: E402
 from bot.context import UPDATE_CONSUMER_KEY  # noqa: E402
-from bot.crypto.keyring import generate_keyring  # noqa: E402
-from bot.db.engine import is_sqlite  # noqa: E402
-from bot.db.migrate import upgrade  # noqa: E402
 from bot.runtime import start_bot_task  # noqa: E402
 from bot.sandbox.emulator import BotApiEmulator  # noqa: E402
-from safety_layer import load, percentile  # noqa: E402
 
 
 async def in_memory(application) -> None:  # type: ignore[no-untyped-def]
@@ -47,20 +41,10 @@ async def in_memory(application) -> None:  # type: ignore[no-untyped-def]
 
 
 async def main(clients: int, per_client: int) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{folder}/bench.sqlite3"
-        if not is_sqlite(url):
-            await upgrade(url)
-        async with BotApiEmulator() as emulator:
-            settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
-                telegram_bot_token=emulator.token,
-                telegram_api_base_url=emulator.base_url,
-                telegram_api_file_url=emulator.base_file_url,
-                database_url=url,
-                imrs_keys=generate_keyring().to_json(),
-                outbox_rate_per_second=995,
-            )
+    async with bench_database() as url:
+        # No flood control: the emulator's default 30/s would cap both paths alike.
+        async with BotApiEmulator(flood=NO_FLOOD) as emulator:
+            settings = make_settings(bot_settings(emulator, url, outbox_rate_per_second=995))
             stop = asyncio.Event()
             task, application = await start_bot_task(settings, stop=stop, timeout=30, poll_timeout=1)
             try:
@@ -73,17 +57,8 @@ async def main(clients: int, per_client: int) -> None:
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 30)
-    total = clients * per_client
-    print(f"{clients} people x {per_client} messages, database {'SQLite' if is_sqlite(url) else 'PostgreSQL'}:")
-    rates = {}
-    for label in ("inbox", "in memory"):
-        seconds, latencies = results[label]
-        rates[label] = total / seconds
-        print(
-            f"  {label:9}: {rates[label]:6.1f} updates/s, reply p50 {statistics.median(latencies) * 1000:.0f} ms, "
-            f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms"
-        )
-    print(f"  inbox / in memory: {rates['inbox'] / rates['in memory']:.2f}")
+    print(f"{clients} people x {per_client} messages, database {database_label(url)}:")
+    print(f"  inbox / in memory: {compare(results, 'inbox', 'in memory', clients * per_client):.2f}")
 
 
 if __name__ == "__main__":

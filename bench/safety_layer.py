@@ -19,14 +19,15 @@ server and dropped at the end.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import NO_FLOOD, bench_database, bot_settings, database_label, make_settings, percentile  # noqa: E402
+from bench.common import (  # noqa: E402
+    NO_FLOOD, bench_database, bot_settings, compare, database_label, make_settings, percentile,
+)
 from bot.runtime import start_bot_task  # noqa: E402
 from bot.safety import SafetyDetector  # noqa: E402
 from bot.sandbox.emulator import BotApiEmulator  # noqa: E402
@@ -94,15 +95,7 @@ async def main(clients: int, per_client: int) -> None:
                 await asyncio.wait_for(task, 30)
     total = clients * per_client
     print(f"{clients} people x {per_client} messages, database {database_label(url)}:")
-    rates = {}
-    for label in ("layer on", "layer off"):
-        seconds, latencies = results[label]
-        rates[label] = total / seconds
-        print(
-            f"  {label:9}: {rates[label]:6.1f} updates/s, reply p50 {statistics.median(latencies) * 1000:.0f} ms, "
-            f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms"
-        )
-    print(f"  on / off: {rates['layer on'] / rates['layer off']:.2f}")
+    print(f"  on / off: {compare(results, 'layer on', 'layer off', total):.2f}")
 
 
 if __name__ == "__main__":
