@@ -104,6 +104,11 @@ def _words(sentence: str) -> list[str]:
     return sentence.split()
 
 
+#: ``re.compile`` remembering every pattern it made: re's own cache (512) is smaller than the
+#: rules' patterns, and `imrs-bot content check` (and its tests) load the same rules again.
+_compile_regex = lru_cache(maxsize=4096)(re.compile)
+
+
 WINDOW = 60  # words: a long sentence is matched in overlapping windows of this many words
 
 
@@ -336,7 +341,7 @@ def load_rule_file(path: Path, language: str) -> RuleSet:
             for phrase in phrases:
                 try:
                     compiled = compile_phrase(phrase, plain.phrase_words, lists)
-                    regexes[kind].append((re.compile(compiled.regex), compiled.anchor))
+                    regexes[kind].append((_compile_regex(compiled.regex), compiled.anchor))
                 except PhraseError as exc:
                     fail(f"{kind}: {phrase!r}: {exc}", item["id"])
                 except re.error as exc:  # a bug in the compiler rather than in the rule

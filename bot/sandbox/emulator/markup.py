@@ -34,6 +34,7 @@ _SPACES = frozenset(" \t\r\n\0\v")
 _TRIMMED = " \t\r\n\v\f"
 _MARKDOWN_V2_RESERVED = frozenset("_*[]()~`>#+-=|{}.!")
 _URL_SCHEMES = frozenset({"http", "https", "ftp", "tg", "ton"})
+_HTML_SPECIAL = re.compile("[<&]")
 _HOST_RE = re.compile(r"^[A-Za-z0-9\-_.\u0080-\uffff]+$")
 
 
@@ -159,7 +160,7 @@ class _OpenTag:
     name: str
     argument: str
     offset: int  # UTF-16 offset in the result
-    begin: int  # index into the result list of characters
+    begin: int  # index into the result list of pieces (characters or runs of them)
     expandable: bool = False
 
 
@@ -185,9 +186,12 @@ def parse_html(text: str) -> tuple[str, list[Entity]]:
                 utf16 += utf16_len(char)
                 continue
         if char != "<":
-            result.append(char)
-            utf16 += utf16_len(char)
-            i += 1
+            # The run of plain characters up to the next tag or entity, in one piece.
+            stop = _HTML_SPECIAL.search(text, i + 1)
+            run = text[i:stop.start() if stop else n]
+            result.append(run)
+            utf16 += utf16_len(run)
+            i += len(run)
             continue
 
         begin = i
@@ -352,7 +356,7 @@ class _OpenSpan:
     kind: str  # a key of _V2_TYPE_NAMES
     offset: int  # UTF-16 offset in the result
     byte_offset: int  # where the markup started, for error messages
-    begin: int  # index into the result list of characters
+    begin: int  # index into the result list of pieces (characters or runs of them)
     argument: str = ""
 
 
