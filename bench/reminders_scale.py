@@ -127,6 +127,9 @@ def emit(event: str, **values: Any) -> None:
 
 async def child(plan: dict[str, Any]) -> None:
     """The bot as ``imrs-bot run`` starts it; then its dispatcher's tick, timed."""
+    from bot.cli import asyncio_only
+
+    asyncio_only()  # as cmd_run does, first
     from sqlalchemy import func, select, text
 
     import bot.app

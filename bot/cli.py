@@ -59,7 +59,17 @@ def _serve(coro_factory: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -
 # -- commands ----------------------------------------------------------------------------------
 
 
+def asyncio_only() -> None:
+    """Before the bot's imports: the bot runs on asyncio, and trio is no dependency of it.
+    httpcore (under python-telegram-bot's HTTP client) imports trio whenever it is installed
+    (the development tools bring it, through selenium) only to learn which of the two it runs
+    under: 0.1-0.2 s of every start. Marked absent, httpcore's probe fails at once, as in a
+    production install. Nothing else changes; a process that has imported trio keeps it."""
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
+    asyncio_only()
     from bot.runtime import run_bot
 
     settings.require_token()
