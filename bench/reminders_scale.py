@@ -127,7 +127,7 @@ def emit(event: str, **values: Any) -> None:
 
 async def child(plan: dict[str, Any]) -> None:
     """The bot as ``imrs-bot run`` starts it; then its dispatcher's tick, timed."""
-    from bot.cli import asyncio_only
+    from bot.cli import asyncio_only, keep_imports_out_of_gc
 
     asyncio_only()  # as cmd_run does, first
     from sqlalchemy import func, select, text
@@ -139,6 +139,8 @@ async def child(plan: dict[str, Any]) -> None:
     from bot.delivery import dispatcher_of
     from bot.logs import configure_logging
     from bot.runtime import start_bot_task
+
+    keep_imports_out_of_gc()  # as cmd_run does, after the imports
 
     # The consent-version check post_init starts in the background: known when it ends.
     announced = asyncio.Event()
