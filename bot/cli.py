@@ -59,8 +59,32 @@ def _serve(coro_factory: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -
 # -- commands ----------------------------------------------------------------------------------
 
 
+def asyncio_only() -> None:
+    """Before the bot's imports: the bot runs on asyncio, and trio is no dependency of it.
+    httpcore (under python-telegram-bot's HTTP client) imports trio whenever it is installed
+    (the development tools bring it, through selenium) only to learn which of the two it runs
+    under: 0.1-0.2 s of every start. Marked absent, httpcore's probe fails at once, as in a
+    production install. Nothing else changes; a process that has imported trio keeps it."""
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+
+
+def keep_imports_out_of_gc() -> None:
+    """After the bot's imports: move everything alive (modules, classes, the mapped models:
+    most of the process's objects, and alive as long as it is) out of the cyclic garbage
+    collector's reach (``gc.freeze``). Otherwise each full collection walks all of them
+    again: a pause of 0.1-0.2 s in whatever runs then, e.g. a tick that planned 10,000
+    reminders (bench/reminders_scale.py). The few garbage cycles the imports may have left
+    stay for the life of the process."""
+    import gc
+
+    gc.freeze()
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
+    asyncio_only()
     from bot.runtime import run_bot
+
+    keep_imports_out_of_gc()
 
     settings.require_token()
     configure_logging(settings.log_level, token=settings.token)

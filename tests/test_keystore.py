@@ -83,6 +83,21 @@ async def test_the_keystore_migrates_itself_and_matches_its_metadata(keystore_ur
     await store.close()
 
 
+async def test_a_keystore_at_head_is_opened_without_alembic(
+    keystore_url: str, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await upgrade_keystore(keystore_url)
+    from bot.db import migrate
+
+    def not_needed(*_args: object, **_kwargs: object) -> object:
+        raise AssertionError("Alembic consulted for a key store at head")
+
+    monkeypatch.setattr(migrate, "keystore_head_revision", not_needed)
+    monkeypatch.setattr(migrate, "keystore_current_revision", not_needed)
+    store = await KeyStore.open(keystore_url, keyring)
+    await store.close()
+
+
 async def test_a_keystore_from_newer_code_is_never_touched(keystore_url: str, keyring: Keyring) -> None:
     await upgrade_keystore(keystore_url)
     engine = create_keystore_engine(keystore_url)

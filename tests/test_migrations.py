@@ -256,6 +256,54 @@ async def test_ensure_schema_never_touches_a_database_from_newer_code(migrated_u
             await ensure_schema(migrated_url, auto_migrate=auto_migrate)
 
 
+async def test_ensure_schema_at_head_asks_alembic_nothing(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start-up path: the version row equals the head the revision files declare, so
+    neither Alembic's script directory nor its migration context is consulted."""
+
+    def not_needed(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("Alembic consulted for a database at head")
+
+    monkeypatch.setattr(migrate, "head_revision", not_needed)
+    monkeypatch.setattr(migrate, "current_revision", not_needed)
+    await ensure_schema(migrated_url, auto_migrate=False)
+
+
+def test_the_declared_head_is_alembics_head() -> None:
+    assert migrate.declared_head(migrate.MIGRATIONS_DIR) == head_revision()
+    assert migrate.declared_head(migrate.KEYSTORE_MIGRATIONS_DIR) == migrate.keystore_head_revision()
+
+
+def test_the_declared_head_leaves_anything_irregular_to_alembic(tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    line = 'revision: str = "{}"\ndown_revision: str | Sequence[str] | None = {}\n'
+    (versions / "a.py").write_text(line.format("a", "None"))
+    (versions / "b.py").write_text(line.format("b", '"a"'))
+    assert migrate.declared_head(tmp_path) == "b"
+    (versions / "c.py").write_text(line.format("c", '"a"'))  # two heads
+    assert migrate.declared_head(tmp_path) is None
+    (versions / "c.py").write_text(line.format("c", '("a", "b")'))  # a merge: Alembic reads it
+    assert migrate.declared_head(tmp_path) is None
+    (versions / "c.py").write_text('revision = make_revision()\ndown_revision = "b"\n')
+    assert migrate.declared_head(tmp_path) is None
+    (versions / "c.py").unlink()
+    (versions / "b.py").write_text(line.format("b", '"x"'))  # its parent is missing
+    assert migrate.declared_head(tmp_path) is None
+
+
+def test_starting_the_bot_imports_no_alembic() -> None:
+    """Alembic (with Mako and Pygments) is a large share of start-up: imported only when a
+    schema must be migrated or checked in full."""
+    code = (
+        "import sys, bot.cli, bot.config, bot.runtime, bot.crypto.keystore; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako', 'pygments')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 async def test_ensure_schema_reports_an_unreachable_database() -> None:
     url = "postgresql://imrs:s3cret-pw@127.0.0.1:1/imrs?connect_timeout=3"
     with pytest.raises(DatabaseUnavailable) as raised:

@@ -14,7 +14,7 @@ initiative (never for direct replies). Its rows move through::
 See bot.delivery for the crash semantics.
 """
 
-from __future__ import annotations
+# (no "from __future__ import annotations": SQLAlchemy would eval every Mapped[...] string at import)
 
 import enum
 from datetime import date, datetime, time

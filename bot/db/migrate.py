@@ -9,6 +9,12 @@ running loop (the bot's startup, pytest-asyncio tests).
 ``alembic.ini`` and ``migrations/`` are found relative to the repository root,
 the parent folder of the ``bot`` package.
 
+Alembic (with Mako and Pygments, about a fifth of the bot's start-up) is imported only
+when a command runs or a schema is not plainly at its head: at every start
+:func:`ensure_schema` and :func:`ensure_keystore_schema` first compare the version row
+with the head declared in the revision files (:func:`declared_head`, read as text), and
+only a mismatch, or anything irregular in either, takes the full Alembic path.
+
 The key store (bot.crypto.keystore) is a second Alembic environment,
 ``migrations/keystore``, with its own version table: ``upgrade_keystore``,
 ``keystore_current_revision`` and ``ensure_keystore_schema`` below.
@@ -17,22 +23,21 @@ The key store (bot.crypto.keystore) is a second Alembic environment,
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util.exc import CommandError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from bot.db.engine import connect, create_engine
 from bot.db.errors import SchemaNotMigrated
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +46,69 @@ ALEMBIC_INI: Path = REPO_ROOT / "alembic.ini"
 MIGRATIONS_DIR: Path = REPO_ROOT / "migrations"
 KEYSTORE_MIGRATIONS_DIR: Path = REPO_ROOT / "migrations" / "keystore"
 
+# A revision file's own lines ``revision: str = "0016"`` and ``down_revision: ... = "0015"``
+# (or ``= None``), as script.py.mako writes them.
+_REVISION_LINE = re.compile(r"""^revision(?:\s*:[^=\n]*)?\s*=\s*["']([\w-]+)["']\s*$""", re.M)
+_DOWN_REVISION_LINE = re.compile(
+    r"""^down_revision(?:\s*:[^=\n]*)?\s*=\s*(?:["']([\w-]+)["']|None)\s*$""", re.M
+)
+
+
+def declared_head(migrations: Path) -> str | None:
+    """The head revision of the revision files under ``migrations`` (its ``versions``
+    folder, or the folder itself), read as text without importing them or Alembic; None
+    unless they plainly form one line (each file one revision and one down revision, one
+    head), in which case Alembic must say."""
+    folder = migrations / "versions" if (migrations / "versions").is_dir() else migrations
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    try:
+        files = sorted(folder.glob("*.py"))
+        for path in files:
+            if path.name.startswith("__"):
+                continue
+            source = path.read_text(encoding="utf-8")
+            revision = _REVISION_LINE.findall(source)
+            down = _DOWN_REVISION_LINE.findall(source)
+            if len(revision) != 1 or len(down) != 1 or revision[0] in revisions:
+                return None
+            revisions.add(revision[0])
+            if down[0]:
+                parents.add(down[0])
+    except OSError:
+        return None
+    heads = revisions - parents
+    if len(heads) != 1 or not parents <= revisions:
+        return None
+    return heads.pop()
+
+
+async def _plainly_at_head(
+    url: str, migrations: Path, version_table: str, engine_factory: Callable[..., AsyncEngine]
+) -> bool:
+    """True when the database's one version row is the declared head: one cheap query,
+    and no Alembic. False whenever anything is different or uncertain (no version table,
+    several rows, another revision, revision files Alembic must read): the caller then
+    takes the full path, which decides and reports as before."""
+    head = declared_head(migrations)
+    if head is None:
+        return False
+    engine = engine_factory(url, poolclass=NullPool)
+    try:
+        async with connect(engine) as connection:
+            try:
+                rows = (await connection.execute(text(f"SELECT version_num FROM {version_table}"))).all()
+            except SQLAlchemyError:  # no version table yet: the full path says what to do
+                return False
+    finally:
+        await engine.dispose()
+    return [row[0] for row in rows] == [head]
+
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic ``Config`` for this repository; ``url`` is handed to env.py, not to the ini."""
+    from alembic.config import Config
+
     config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()
     # ConfigParser interpolation: a literal "%" must be doubled.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -55,6 +120,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 def head_revision() -> str:
     """The revision the code needs (the single head of migrations/versions)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
@@ -86,6 +153,8 @@ async def _run_command(
 async def upgrade(url: str, revision: str = "head", *, keystore_url: str | None = None) -> None:
     """Migrate the database at ``url`` up to ``revision`` (default: the head); with
     ``keystore_url``, bring the key store to its head as well."""
+    from alembic import command
+
     await _run_command(url, lambda config: command.upgrade(config, revision))
     if keystore_url is not None:
         await upgrade_keystore(keystore_url)
@@ -93,11 +162,15 @@ async def upgrade(url: str, revision: str = "head", *, keystore_url: str | None 
 
 async def downgrade(url: str, revision: str = "base") -> None:
     """Migrate the database at ``url`` down to ``revision`` (default: empty schema)."""
+    from alembic import command
+
     await _run_command(url, lambda config: command.downgrade(config, revision))
 
 
 async def current_revision(url: str) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
     engine = create_engine(url, poolclass=NullPool)
     try:
         async with connect(engine) as connection:
@@ -111,6 +184,10 @@ async def current_revision(url: str) -> str | None:
 
 
 def _is_known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util.exc import CommandError
+
     try:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except (RevisionError, CommandError):
@@ -128,6 +205,8 @@ async def ensure_schema(url: str, *, auto_migrate: bool) -> None:
 
     Raises :class:`DatabaseUnavailable` when the database cannot be reached.
     """
+    if await _plainly_at_head(url, MIGRATIONS_DIR, "alembic_version", create_engine):
+        return
     head = head_revision()
     current = await current_revision(url)
     if current == head:
@@ -156,6 +235,8 @@ async def ensure_schema(url: str, *, auto_migrate: bool) -> None:
 
 def keystore_alembic_config(url: str | None = None) -> Config:
     """An Alembic ``Config`` for the key store environment (``migrations/keystore``)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(KEYSTORE_MIGRATIONS_DIR).replace("%", "%%"))
     config.attributes["configure_logger"] = False
@@ -165,6 +246,8 @@ def keystore_alembic_config(url: str | None = None) -> Config:
 
 
 def keystore_head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(keystore_alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations found in {KEYSTORE_MIGRATIONS_DIR}")
@@ -179,6 +262,8 @@ def _keystore_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 async def upgrade_keystore(url: str, revision: str = "head") -> None:
     """Migrate the key store at ``url`` up to ``revision`` (one transaction)."""
+    from alembic import command
+
     await _run_command(
         url,
         lambda config: command.upgrade(config, revision),
@@ -188,6 +273,8 @@ async def upgrade_keystore(url: str, revision: str = "head") -> None:
 
 
 async def downgrade_keystore(url: str, revision: str = "base") -> None:
+    from alembic import command
+
     await _run_command(
         url,
         lambda config: command.downgrade(config, revision),
@@ -197,6 +284,8 @@ async def downgrade_keystore(url: str, revision: str = "base") -> None:
 
 
 async def keystore_current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     from bot.crypto.keystore import VERSION_TABLE
 
     engine = _keystore_engine(url, poolclass=NullPool)
@@ -221,6 +310,14 @@ async def ensure_keystore_schema(url: str) -> None:
     only knows ``DATABASE_URL``. A key store at a revision this code does not know is
     never touched (:class:`SchemaNotMigrated`).
     """
+    from bot.crypto.keystore import VERSION_TABLE
+
+    if await _plainly_at_head(url, KEYSTORE_MIGRATIONS_DIR, VERSION_TABLE, _keystore_engine):
+        return
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util.exc import CommandError
+
     head = keystore_head_revision()
     current = await keystore_current_revision(url)
     if current == head:

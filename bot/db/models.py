@@ -15,7 +15,7 @@ INSERT. Every column referring to a person is therefore ``PersonId`` (BIGINT on
 PostgreSQL, SQLite's 64-bit INTEGER).
 """
 
-from __future__ import annotations
+# (no "from __future__ import annotations": SQLAlchemy would eval every Mapped[...] string at import)
 
 import enum
 from datetime import datetime

@@ -111,11 +111,14 @@ class ConsentService:
         """Who may be sent messages on the bot's own initiative: everyone but clients whose
         latest consent decision is not a grant (checked by the outbox at send time, so a
         withdrawal stops reminders and summaries at once)."""
+        if not person_ids:
+            return set()
         async with self._sessions() as session:
-            clients = await PeopleRepository(session).with_role_among(person_ids, Role.CLIENT)
-        if not clients:
-            return set(person_ids)
-        return (set(person_ids) - clients) | await self.with_active_consent(clients)
+            clients = await ConsentRepository(session).clients_choices(person_ids)
+        granted = ConsentChoice.GRANTED.value
+        return set(person_ids).difference(
+            person_id for person_id, choice in clients.items() if choice != granted
+        )
 
     async def current(self, person_id: int) -> ConsentStatus | None:
         async with self._sessions() as session:

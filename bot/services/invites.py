@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import segno
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Invite, InviteKind, Person, Role
@@ -133,6 +132,8 @@ def invite_link(bot_username: str, token: str) -> str:
 
 def qr_png(link: str) -> bytes:
     """The link as a QR code, PNG bytes (for sendPhoto)."""
+    import segno  # here, not at start-up: only an invitation needs it
+
     buffer = io.BytesIO()
     segno.make(link, error="m", micro=False).save(buffer, kind="png", scale=8, border=4)
     return buffer.getvalue()
