@@ -23,12 +23,14 @@ second's worth, see ``BURST_SECONDS``):
 * the outbox pacer waits until the bucket has a token, besides its own rate, and spends it.
 
 So the outbox sends ``min(OUTBOX_RATE_PER_SECOND, overall - replies)`` a second: never more
-than its configured rate, never more than what replies leave, and replies never queue
-behind outbox sends (they could, before: both waited in the limiter's one queue, and 50
-people chatting during a broadcast saw a p95 of 2.6 s). With the defaults the outbox keeps
-its 25/s while replies ask for at most 5/s; when they ask for more, the broadcast slows down,
-not the replies. ``AIORateLimiter``'s own overall rate stays in place for replies alone
-(more than 30 a second of them queue there). With several instances, each outbox share is
+than its configured rate, never more than what replies leave, and replies do not queue
+behind outbox sends (before, both waited in the limiter's one queue: 50 people chatting
+during a broadcast saw a reply p95 of 3.1 s, now 0.1-0.4 s; bench/README.md). With the
+defaults the outbox keeps its 25/s while replies ask for at most 5/s; when they ask for
+more, the broadcast slows down, not the replies (those 50 people ask for about 5/s, and the
+broadcast kept 0.93-0.94 of its rate). ``AIORateLimiter``'s own overall rate (a 30-message
+burst) stays in place: the outbox leaves at least 20 of that burst to replies, and replies
+beyond 30 a second queue there among themselves. With several instances, each outbox share is
 ``OUTBOX_RATE_PER_SECOND / instances``; only the instance consuming updates sends replies, and
 its shared bucket counts what the other instances may send (see :meth:`SharedRate.set_others`).
 
