@@ -25,7 +25,7 @@ second's worth, see ``BURST_SECONDS``):
 So the outbox sends ``min(OUTBOX_RATE_PER_SECOND, overall - replies)`` a second: never more
 than its configured rate, never more than what replies leave, and replies do not queue
 behind outbox sends (before, both waited in the limiter's one queue: 50 people chatting
-during a broadcast saw a reply p95 of 3.1 s, now 0.1-0.4 s; bench/README.md). With the
+during a broadcast saw a reply p95 of 3.1 s, now 0.1-0.6 s; bench/README.md). With the
 defaults the outbox keeps its 25/s while replies ask for at most 5/s; when they ask for
 more, the broadcast slows down, not the replies (those 50 people ask for about 5/s, and the
 broadcast kept 0.93-0.94 of its rate). ``AIORateLimiter``'s own overall rate (a 30-message
