@@ -27,12 +27,15 @@ an action to the reply its person waits for) and b / a, in two modes:
 ``--broadcast``: a staff broadcast to ``--recipients`` clients (bot.services.broadcasts, at
 the default outbox rate, the cap) while ``--chatting`` clients go through the same mix at a
 person's pace (``--think`` seconds between actions, uniformly drawn); printed: the chatting
-clients' reply p50 / p95 (goal p95 < 1 s) and the broadcast's achieved rate / configured rate
-over the window (goal >= 0.95).
+clients' reply p50 / p95 (goal p95 < 1 s), the messages a second their replies took of
+Telegram's 30 (sends and edits to their chats, the broadcast's one message to each included;
+replies go first, so the broadcast can keep at most what they leave) and the broadcast's
+achieved rate / configured rate over the window (goal >= 0.95).
 
 Database: a temporary SQLite file, and also PostgreSQL when ``BENCH_DATABASE_URL`` names a
 server (e.g. ``postgresql://postgres@127.0.0.1:5432/test``): a database is created there and
-dropped at the end. ``--profile DIR`` writes a cProfile of each bot process to DIR.
+dropped at the end. ``--profile DIR`` writes a cProfile of each bot process to DIR, ``--logs
+DIR`` keeps their log files there.
 
 Run: ``.venv/bin/python bench/throughput.py [--clients 200] [--steps 8] [--cap-steps 2]
 [--mode both|lifted|cap]``,
@@ -56,6 +59,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import delete, insert  # noqa: E402
+from telegram.constants import FloodLimit  # noqa: E402
 
 from bench.common import (  # noqa: E402
     NO_FLOOD,
@@ -77,8 +81,14 @@ from bot.db.repositories import ConsentRepository, LinkRepository, PeopleReposit
 from bot.db.types import utcnow  # noqa: E402
 from bot.runtime import open_services  # noqa: E402
 from bot.sandbox.emulator import BotApiEmulator  # noqa: E402
+from bot.sandbox.emulator.methods import METHODS  # noqa: E402
+from bot.sandbox.emulator.records import ApiCall  # noqa: E402
 from bot.services.broadcasts import Audience  # noqa: E402
 from bot.services.people import Identity  # noqa: E402
+
+#: Telegram's overall limit, messages a second (the emulator's TELEGRAM_FLOOD).
+LIMIT = float(FloodLimit.MESSAGES_PER_SECOND)
+MESSAGE_METHODS = frozenset(method.name for method in METHODS.values() if method.sends)
 
 THERAPIST_ID = 900_000_001
 STAFF_ID = 900_000_002
@@ -321,7 +331,9 @@ async def broadcast(url: str, args: argparse.Namespace, folder: Path) -> list[st
         rate = make_settings(values).outbox_rate_per_second
         await enrol(values, chatting)
         recipients = [emulator.user(first_recipient + n, first_name="R") for n in range(args.recipients)]
-        for user in recipients:
+        # The chatting clients are in the audience too, and have pressed Start long ago: were
+        # their chats not reachable yet, the broadcast's 403 would make them inactive.
+        for user in recipients + [emulator.user(i, first_name="C") for i in chatting]:
             emulator.state.chats[user.id].reachable = True
         services = await open_services(make_settings(values))
         try:
@@ -359,7 +371,7 @@ async def broadcast(url: str, args: argparse.Namespace, folder: Path) -> list[st
             begin, sent_at_begin = time.perf_counter(), delivered()
             latencies: list[float] = []
             people = [Person(chats, emulator.user(i, first_name="C"), latencies) for i in chatting]
-            failures = len(emulator.state.failures)
+            failures, calls = len(emulator.state.failures), len(emulator.state.calls)
             until = begin + args.seconds if args.seconds else None
             episodes = mix()
             talk = asyncio.gather(*(act(p, episodes, n, 10**9, think=args.think,
@@ -374,21 +386,37 @@ async def broadcast(url: str, args: argparse.Namespace, folder: Path) -> list[st
             seconds = time.perf_counter() - begin
             sent = delivered() - sent_at_begin
             flood, failed = emulator_failures(emulator, failures)
+            asked = asked_for(emulator.state.calls[calls:], set(chatting))
     actions = len(latencies)
     return [
         f"{database_label(url)}: broadcast to {args.recipients:,} at {rate:.0f}/s (the default outbox rate) while "
         f"{args.chatting} clients chat, {args.think[0]:g}-{args.think[1]:g} s between actions, {seconds:.0f} s:",
         f"  chatting clients {actions / seconds:7.1f} updates/s, {latency_line(latencies)}   (goal p95 < 1 s)",
+        f"  their replies    {asked / seconds:7.1f} messages/s (sends and edits: what counts against the 30/s); "
+        f"the broadcast can keep at most {min(rate, LIMIT - asked / seconds) / rate:.3f} of its rate",
         f"  broadcast        {sent / seconds:7.1f} messages/s, achieved / configured {sent / seconds / rate:.3f}"
         f"   (goal >= 0.95); {delivered():,} of {args.recipients:,} sent",
         f"  emulator         {flood} 429s, {failed} other failed calls",
     ]
 
 
+def asked_for(calls: list[ApiCall], chats: set[int]) -> int:
+    """Requests to these chats that count against Telegram's overall limit (sends and edits;
+    answering a button press does not)."""
+    return sum(1 for call in calls if call.method in MESSAGE_METHODS and _chat(call) in chats)
+
+
+def _chat(call: ApiCall) -> int | None:
+    try:
+        return int(call.params.get("chat_id"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 async def main(args: argparse.Namespace) -> None:
     server = os.environ.get("BENCH_DATABASE_URL")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.logs or Path(tmp)
         output: list[str] = []
         for server_url in ("", *([server] if server else [])):
             async with bench_database(server_url) as url:
@@ -413,7 +441,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--think", type=float, nargs=2, default=(4.0, 16.0), metavar=("MIN", "MAX"),
                         help="seconds between a chatting client's actions (4 16)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of each bot process to this folder")
+    parser.add_argument("--logs", type=Path, help="keep the bots' log files in this folder")
     args = parser.parse_args()
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     return args

@@ -13,7 +13,8 @@ python-telegram-bot does not persist jobs); the JobQueue only runs the dispatche
 * bot.delivery.dispatcher   the tick, the sender and the outcome writer; crash semantics
 * bot.delivery.buttons      buttons under a message (a reminder's), signed at send time
 * bot.delivery.pacing       overall rate, one message per second per chat, flood waits
-* bot.delivery.ratelimit    how outbox pacing and python-telegram-bot's AIORateLimiter agree
+* bot.delivery.ratelimit    replies first: the outbox takes what they leave of Telegram's rate;
+                            how outbox pacing and python-telegram-bot's AIORateLimiter agree
 * bot.delivery.leadership   several instances: the leader lock, takeover, the shared rate
 
 State machine of a row::

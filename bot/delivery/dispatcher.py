@@ -84,7 +84,7 @@ from bot.db.types import utcnow
 from bot.delivery.clock import Clock, quiet_until
 from bot.delivery.pacing import Pacer
 from bot.delivery.rendering import render_params
-from bot.delivery.ratelimit import NO_RETRIES
+from bot.delivery.ratelimit import OUTBOX_SEND, BotRateLimiter
 from bot.delivery.store import Claimed, Outcome, OutboxStore
 
 if TYPE_CHECKING:
@@ -222,7 +222,11 @@ class Dispatcher:
         self.registry = registry
         self.clock = clock
         self.monotonic = monotonic
-        self.pacer = Pacer(config.rate_per_second, config.per_chat_interval, monotonic=monotonic)
+        limiter = bot.rate_limiter if isinstance(bot, ExtBot) else None
+        #: Telegram's overall rate, shared with replies (bot.delivery.ratelimit): they go first.
+        self.shared = limiter.shared if isinstance(limiter, BotRateLimiter) else None
+        self.pacer = Pacer(config.rate_per_second, config.per_chat_interval, monotonic=monotonic,
+                           shared=self.shared)
         self.stats = DispatchStats()
         #: Set by the update consumer (bot.delivery.leadership); reported in heartbeats.
         self.consuming_updates = False
@@ -249,7 +253,7 @@ class Dispatcher:
         self._failing_since: dict[int, float] = {}
         self._write_failing = False  # the writer's last attempt to record outcomes failed
         self._send_kwargs: dict[str, Any] = (
-            {"rate_limit_args": NO_RETRIES}
+            {"rate_limit_args": OUTBOX_SEND}
             if isinstance(bot, ExtBot) and bot.rate_limiter is not None
             else {}
         )
@@ -329,6 +333,8 @@ class Dispatcher:
             self._next_heartbeat = mono + self.config.heartbeat_seconds
             live = await self.registry.heartbeat(now, consuming_updates=self.consuming_updates)
             self.pacer.rate = self.config.rate_per_second / max(1, live)
+            if self.shared is not None:  # what the other instances' outboxes may send
+                self.shared.set_others(self.config.rate_per_second - self.pacer.rate)
         # Not while outcomes of ours wait for a retry of their write (the database was away):
         # their rows' leases may have run out meanwhile, and releasing them would send them again.
         if mono >= self._next_sweep and not self._write_failing:

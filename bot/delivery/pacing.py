@@ -8,6 +8,9 @@
   counted from the moment each actually starts (a chat is reserved while its message waits
   for its overall token).
 * **Flood wait:** ``pause(seconds)`` after a RetryAfter stops every send until then.
+* **Replies first:** with a ``shared`` rate (bot.delivery.ratelimit.SharedRate, Telegram's
+  overall rate that replies spend without waiting), a send also waits for a token of it:
+  the outbox takes only what replies leave.
 
 The pacer only answers "when may this send start"; the dispatcher does the waiting.
 Times are ``time.monotonic()`` seconds (injectable).
@@ -18,9 +21,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 #: Burst, in seconds of the rate.
 BURST_SECONDS = 0.05
+
+
+class Shared(Protocol):
+    """A rate shared with other senders (bot.delivery.ratelimit.SharedRate)."""
+
+    def wait(self) -> float: ...
+
+    def spend(self) -> None: ...
 
 
 class Pacer:
@@ -30,8 +42,10 @@ class Pacer:
         per_chat_interval: float,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        shared: Shared | None = None,
     ) -> None:
         self._monotonic = monotonic
+        self.shared = shared
         self._per_chat = per_chat_interval
         self._rate = 0.0
         self._tokens = 1.0
@@ -76,11 +90,13 @@ class Pacer:
         return self._chat_next.get(chat_id, 0.0)
 
     def overall_wait(self, now: float | None = None) -> float:
-        """Seconds until the next send may start (flood pause and overall rate)."""
+        """Seconds until the next send may start (flood pause, overall rate, and what replies
+        leave of the shared rate)."""
         now = self._monotonic() if now is None else now
         self._refill(now)
         token_wait = 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self._rate
-        return max(token_wait, self.paused_for(now))
+        shared_wait = self.shared.wait() if self.shared is not None else 0.0
+        return max(token_wait, shared_wait, self.paused_for(now))
 
     def reserve_chat(self, chat_id: int) -> None:
         """A send to ``chat_id`` is on its way (waiting for a token): no other may start for
@@ -97,6 +113,8 @@ class Pacer:
         now = self._monotonic() if now is None else now
         self._refill(now)
         self._tokens -= 1.0
+        if self.shared is not None:
+            self.shared.spend()
         self._chat_next[chat_id] = now + self._per_chat
         if len(self._chat_next) > 4096:
             self.prune(now)
