@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 #: Burst, in seconds of the rate.
-BURST_SECONDS = 0.05
+BURST_SECONDS = 0.4
 
 
 class Shared(Protocol):
