@@ -42,7 +42,9 @@ Checked:
   /start answers them.
 
 ``FUZZ_UPDATES`` sets how many updates per database (default 1,000 in ``make test``; ``make fuzz``
-runs 4,000 on each database side by side, what fits in about three minutes on two cores), ``FUZZ_SEED`` the seed (printed at the start and in every failure).
+runs 4,000 on each database side by side, about two minutes on two cores), ``FUZZ_SEED`` the
+seed (printed at the start and in every failure; a run needing more batches than drawn draws
+them with seed + 1, + 2, ...).
 """
 
 from __future__ import annotations
