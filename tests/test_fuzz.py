@@ -8,7 +8,10 @@ buttons the bot really sent, forged and replayed button data, edited messages, a
 types the bot does not expect (channel posts, inline queries, polls, reactions, photos,
 stickers, group messages, blocking and unblocking). Button presses dominate, so people are
 driven deep into the flows (/practice, /reminders, /checkin, /safetyplan, /broadcast,
-/appointments, /invite, /setkey, /clients, /therapists, ...).
+/appointments, /invite, /setkey, /clients, /therapists, ...). Each person acts on their own,
+one update at a time (the next once the bot has processed the last), from a queue Hypothesis
+keeps about a batch ahead: nobody waits for the others at the end of a batch, so the bot has
+everyone's next update in its inbox while Hypothesis draws the following batch.
 
 The path is the production one, minus the long poll: the bot runs through
 ``bot.runtime.run_bot`` (handlers, database, persistence, outbox, JobQueue) and its requests go
@@ -25,8 +28,9 @@ Checked:
 * no unhandled exception: the application's error handler is never reached (hooked), and
   nobody is sent ``errors.generic``;
 * no text a person wrote reaches the logs: every free text carries a unique marker, and the
-  log output (through the project's privacy filter, the bot's own loggers at DEBUG) and the
-  unfiltered messages of the bot's own loggers never contain one; neither do the
+  log output (the production set-up, ``bot.logs.configure_logging``: its privacy filter and
+  library levels, with the bot's own loggers at DEBUG) and the messages of the bot's own
+  loggers as logged (before the filter redacts them) never contain one; neither do the
   conversation states nor any plain-text column of the database apart from the few that
   hold what staff and therapists name on purpose (see ``PLAIN_BY_DESIGN``);
 * no access the role does not have: a handler restricted to some roles (``@requires``) never
@@ -38,7 +42,9 @@ Checked:
   /start answers them.
 
 ``FUZZ_UPDATES`` sets how many updates per database (default 1,000 in ``make test``; ``make fuzz``
-runs 4,000 on each database side by side, what fits in about three minutes on two cores), ``FUZZ_SEED`` the seed (printed at the start and in every failure).
+runs 4,000 on each database side by side, about two minutes on two cores), ``FUZZ_SEED`` the
+seed (printed at the start and in every failure; a run needing more batches than drawn draws
+them with seed + 1, + 2, ...).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import logging
 import os
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +72,7 @@ import handlers.access
 import handlers.errors
 from bot.callbacks import _SIGNED_ACTIONS
 from bot.db.models import Role
-from bot.logs import PrivacyFilter
+from bot.logs import OWN_LOGGERS, configure_logging
 from bot.sandbox.emulator import BotApiEmulator, FloodLimits
 from bot.sandbox.emulator.records import BotMessage, UserMessage
 from bot.sandbox.emulator.state import PendingQuery
@@ -146,24 +152,37 @@ free_texts = st.one_of(
 )
 
 
+# Built once (a strategy built inside the composite would be built and validated again for
+# every action drawn).
+KINDS = st.sampled_from(["press"] * 12 + ["double_tap"] + ["command"] * 3 + ["text"] * 2 + ["word"] * 3
+                        + ["forge"] * 2 + ["other"] * 2)
+BUTTON_INDEXES = st.integers(0, 15)
+PAYLOADS = st.one_of(st.none(), free_texts, st.sampled_from(WORDS), st.text("abcXYZ019_-", max_size=70))
+COMMAND_NAMES = st.sampled_from(COMMANDS)
+SAID_WORDS = st.sampled_from(WORDS)
+HOW_FORGED = st.sampled_from(FORGERIES)
+NUMBERS = st.integers(0, 2**16)
+FORGED_TEXTS = st.text(max_size=70)
+OTHER_KINDS = st.sampled_from(OTHER_UPDATES)
+
+
 @st.composite
 def actions(draw: Callable[..., Any]) -> tuple[str, tuple[Any, ...]]:
     # Mostly presses of the buttons the bot sent last, so that people go deep into the flows;
     # commands start flows (and end the one under way), words answer their questions.
-    kind = draw(st.sampled_from(["press"] * 12 + ["double_tap"] + ["command"] * 3 + ["text"] * 2 + ["word"] * 3
-                                + ["forge"] * 2 + ["other"] * 2))
+    kind = draw(KINDS)
     if kind in ("press", "double_tap"):
-        return kind, (draw(st.integers(0, 15)),)
+        return kind, (draw(BUTTON_INDEXES),)
     if kind == "command":
-        payload = draw(st.one_of(st.none(), free_texts, st.sampled_from(WORDS), st.text("abcXYZ019_-", max_size=70)))
-        return kind, (draw(st.sampled_from(COMMANDS)), payload)
+        payload = draw(PAYLOADS)
+        return kind, (draw(COMMAND_NAMES), payload)
     if kind == "text":
         return kind, (draw(free_texts),)
     if kind == "word":
-        return kind, (draw(st.sampled_from(WORDS)),)
+        return kind, (draw(SAID_WORDS),)
     if kind == "forge":
-        return kind, (draw(st.sampled_from(FORGERIES)), draw(st.integers(0, 2**16)), draw(st.text(max_size=70)))
-    return kind, (draw(st.sampled_from(OTHER_UPDATES)), draw(free_texts), draw(st.integers(0, 2**16)))
+        return kind, (draw(HOW_FORGED), draw(NUMBERS), draw(FORGED_TEXTS))
+    return kind, (draw(OTHER_KINDS), draw(free_texts), draw(NUMBERS))
 
 
 def batches(people: int) -> st.SearchStrategy[list[tuple[int, tuple[str, tuple[Any, ...]]]]]:
@@ -202,6 +221,13 @@ class Fuzzer:
         self.labels: dict[int, str] = {}  # update id -> who did what
         self.checked: dict[str, int] = {}  # persona -> bot messages checked so far
         self.feeder: asyncio.Task[None] | None = None
+        self.todo: dict[int, deque[tuple[str, tuple[Any, ...]]]] = {}  # person -> actions queued
+        self.ready: dict[int, asyncio.Event] = {}  # set when that person has something to do
+        self.workers: list[asyncio.Task[None]] = []
+        self.backlog = 0  # actions queued, not started
+        self.acting = 0  # actions under way
+        self.room = asyncio.Event()  # set when the backlog went down or an action failed
+        self.failure: BaseException | None = None
 
     # -- markers -----------------------------------------------------------------------
 
@@ -269,18 +295,63 @@ class Fuzzer:
 
     # -- actions -----------------------------------------------------------------------
 
-    async def run_batch(self, batch: list[tuple[int, tuple[str, tuple[Any, ...]]]]) -> None:
-        per_person: dict[int, list[tuple[str, tuple[Any, ...]]]] = defaultdict(list)
+    # Every person acts on their own (one task each, an update at a time, the next once the bot
+    # has processed the last), from a queue of actions that Hypothesis keeps filled: nobody
+    # waits for the others at the end of a batch, and the bot always has someone's update.
+
+    def start_people(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.todo = {i: deque() for i in range(len(self.people))}
+        self.ready = {i: asyncio.Event() for i in range(len(self.people))}
+        self.workers = [loop.create_task(self._work(i), name=f"fuzz-{p.name}") for i, p in enumerate(self.people)]
+
+    async def add_batch(self, batch: list[tuple[int, tuple[str, tuple[Any, ...]]]]) -> None:
+        """Queue one batch of actions, then return once no more than a batch is left to do
+        (so that Hypothesis draws the next one while the people act on this one)."""
+        self.check()
         for index, action in batch:
-            per_person[index].append(action)
-        await asyncio.gather(*(self._run_person(self.people[i], acts) for i, acts in per_person.items()))
+            self.todo[index].append(action)
+            self.ready[index].set()
+        self.backlog += len(batch)
+        while self.backlog > ACTIONS_PER_BATCH and self.failure is None:
+            self.room.clear()
+            await self.room.wait()
         self.check()
 
-    async def _run_person(self, persona: Persona, acts: list[tuple[str, tuple[Any, ...]]]) -> None:
-        for kind, args in acts:
+    async def drain(self, *, stop: bool = True) -> None:
+        """Wait until everyone has done everything queued (and ``stop``: end their tasks)."""
+        while (self.backlog or self.acting) and self.failure is None:
+            self.room.clear()
+            await self.room.wait()
+        if stop:
+            for worker in self.workers:
+                worker.cancel()
+            await asyncio.gather(*self.workers, return_exceptions=True)
+        self.check()
+
+    async def _work(self, index: int) -> None:
+        persona, todo, ready = self.people[index], self.todo[index], self.ready[index]
+        while True:
+            if not todo:
+                ready.clear()
+                await ready.wait()
+                continue
+            kind, args = todo.popleft()
+            self.backlog -= 1
+            self.acting += 1
             self.kinds[kind] += 1
             persona.doing = f"{kind} {args!r}"[:160]
-            await getattr(self, f"do_{kind}")(persona, *args)
+            try:
+                await getattr(self, f"do_{kind}")(persona, *args)
+            except Exception as exc:  # the run stops: the next check raises it
+                if self.failure is None:
+                    self.failure = exc
+                    self.room.set()
+                raise
+            finally:
+                self.acting -= 1
+            if self.backlog <= ACTIONS_PER_BATCH or not self.acting:
+                self.room.set()
 
     def _chat(self, persona: Persona) -> Any:
         return self.state.chats[persona.user.id]
@@ -521,6 +592,8 @@ class Fuzzer:
     def check(self) -> None:
         """After each batch: the error handler was not reached, no role or button check failed,
         and nobody was told that something went wrong (new messages only)."""
+        if self.failure is not None:
+            raise AssertionError(f"{WHY}\n{type(self.failure).__name__}: {self.failure}") from self.failure
         problems = list(self.errors) + list(self.violations)
         generic = tuple(first_line("errors.generic", lang) for lang in ("en", "nl"))
         for persona in self.people:
@@ -596,20 +669,20 @@ def _behind_guard(fuzzer: Fuzzer, inner: Any, allowed: frozenset[Role], name: st
     return body
 
 
-class Captured(logging.Handler):
-    def __init__(self, *, raw: bool) -> None:
+class RawMessages(logging.Handler):
+    """The messages (and exception messages) of the bot's own loggers as they were logged:
+    first among the root's handlers, so that it sees each record before the privacy filter
+    on the output handler rewrites it (redacted message, no exception)."""
+
+    def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.raw = raw
         self.stream = io.StringIO()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.raw:
-            if record.name.startswith(("bot", "handlers", "imrs")):
-                self.stream.write(record.getMessage() + "\n")
-                if record.exc_info and record.exc_info[1] is not None:
-                    self.stream.write(f"{record.exc_info[1]}\n")
-        else:
-            self.stream.write(self.format(record) + "\n")
+        if record.name.startswith(OWN_LOGGERS):
+            self.stream.write(record.getMessage() + "\n")
+            if record.exc_info and record.exc_info[1] is not None:
+                self.stream.write(f"{record.exc_info[1]}\n")
 
 
 # ------------------------------------------------------------------------ the test
@@ -680,19 +753,17 @@ async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmul
 
     monkeypatch.setattr(handlers.access, "refuse", refuse)
 
-    filtered, raw = Captured(raw=False), Captured(raw=True)
-    filtered.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    filtered.addFilter(PrivacyFilter(token=emulator.token))
+    # The production log set-up (bot.logs.configure_logging: one handler with the privacy
+    # filter, the library loggers' levels), into a buffer, and the bot's own loggers at DEBUG.
     root = logging.getLogger()
-    saved_level = root.level
-    quiet = [(h, h.level) for h in root.handlers]
-    for h, _ in quiet:
-        h.setLevel(logging.CRITICAL)  # pytest's own capture: not 100,000 records
-    root.addHandler(filtered)
-    root.addHandler(raw)
-    root.setLevel(logging.INFO)
-    own_levels = {name: logging.getLogger(name).level for name in ("bot", "handlers", "imrs")}
-    for name in own_levels:
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_levels = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+                    if isinstance(logger, logging.Logger)}
+    output = io.StringIO()
+    configure_logging("INFO", stream=output, token=emulator.token)
+    raw = RawMessages()
+    root.handlers.insert(0, raw)
+    for name in ("bot", "handlers", "imrs"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     undo: list[Callable[[], None]] = []
     fuzzer: Fuzzer | None = None
@@ -725,21 +796,37 @@ async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmul
         fuzzer.install_feed()
 
         loop = asyncio.get_running_loop()
-        # Some actions make no update (filtered) or two (block and unblock): room to spare,
-        # and the examples after the count is reached do nothing.
-        examples = 2 * -(-FUZZ_UPDATES // ACTIONS_PER_BATCH)
+        batch_strategy = batches(len(people))
 
-        @seed(FUZZ_SEED)
-        @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck), derandomize=False, print_blob=False)
-        @given(batch=batches(len(people)))
-        def drive(batch: list[tuple[int, tuple[str, tuple[Any, ...]]]]) -> None:
-            if fuzzer.sent >= FUZZ_UPDATES:
-                return
-            asyncio.run_coroutine_threadsafe(fuzzer.run_batch(batch), loop).result()
+        def drive(round_seed: int, examples: int) -> None:
+            """Hypothesis draws ``examples`` batches (a batch is drawn before the test sees it,
+            so no more than needed), and queues them while the count is not reached."""
+
+            @seed(round_seed)
+            @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck), derandomize=False, print_blob=False)
+            @given(batch=batch_strategy)
+            def queue(batch: list[tuple[int, tuple[str, tuple[Any, ...]]]]) -> None:
+                if fuzzer.sent + fuzzer.backlog < FUZZ_UPDATES:
+                    asyncio.run_coroutine_threadsafe(fuzzer.add_batch(batch), loop).result()
+
+            queue()
 
         started, cpu = time.perf_counter(), time.process_time()
-        await asyncio.to_thread(drive)
+        fuzzer.start_people()
+        try:
+            # An action makes about one update (some none, some two): a round draws what is
+            # missing and one batch more; another round (seed + 1, ...) if that fell short.
+            for round_ in range(100):
+                missing = FUZZ_UPDATES - fuzzer.sent - fuzzer.backlog
+                if missing <= 0:
+                    await fuzzer.drain(stop=False)
+                    if fuzzer.sent >= FUZZ_UPDATES:
+                        break
+                    continue
+                await asyncio.to_thread(drive, FUZZ_SEED + round_, -(-missing // ACTIONS_PER_BATCH) + 1)
+        finally:
+            await fuzzer.drain()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         print(f"fuzz: {fuzzer.sent} updates in {elapsed:.1f} s = {fuzzer.sent / elapsed:.0f} updates/s "
               f"({fuzzer.sent / cpu:.0f} per CPU second); actions {dict(fuzzer.kinds)}")
@@ -755,7 +842,7 @@ async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmul
         application = fuzz_bot.application
         await final_checks(fuzzer)
         fuzzer.check()
-        scan_logs(fuzzer, filtered, raw)
+        scan_logs(output, raw)
         await scan_database(fuzzer)
         print("fuzz: handlers that answered, by role:")
         for (role, name), count in sorted(fuzzer.answered.items()):
@@ -765,13 +852,11 @@ async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmul
             fuzzer.feeder.cancel()
         for put_back in reversed(undo):
             put_back()
-        root.removeHandler(filtered)
-        root.removeHandler(raw)
+        root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-        for h, level in quiet:
-            h.setLevel(level)
-        for name, level in own_levels.items():
-            logging.getLogger(name).setLevel(level)
+        for name, logger in logging.root.manager.loggerDict.items():
+            if isinstance(logger, logging.Logger):
+                logger.setLevel(saved_levels.get(name, logging.NOTSET))
 
 
 async def final_checks(fuzzer: Fuzzer) -> None:
@@ -804,10 +889,10 @@ async def final_checks(fuzzer: Fuzzer) -> None:
         assert len(user.messages) > before, f"{persona.name}: /start went unanswered ({WHY})"
 
 
-def scan_logs(fuzzer: Fuzzer, filtered: Captured, raw: Captured) -> None:
+def scan_logs(output: io.StringIO, raw: RawMessages) -> None:
     leaks = []
-    for name, handler in (("log output", filtered), ("bot's own log messages", raw)):
-        for line in handler.stream.getvalue().splitlines():
+    for name, stream in (("log output", output), ("bot's own log messages", raw.stream)):
+        for line in stream.getvalue().splitlines():
             if MARK in line:
                 leaks.append(f"{name}: {line[:300]!r}")
     assert not leaks, f"{WHY}\n" + "\n".join(leaks[:20])
