@@ -42,7 +42,9 @@ class SeenTexts:
     def __init__(self, capacity: int = 5000, ttl_seconds: float = 3600.0) -> None:
         self._capacity = capacity
         self._ttl = ttl_seconds
+        # Oldest first: every add moves its text to the end, so the expired ones lead.
         self._items: OrderedDict[str, float] = OrderedDict()
+        self._longest_first: list[str] | None = None  # the texts sorted for redact, until a change
         self._lock = threading.Lock()
 
     def add(self, text: str | None) -> None:
@@ -50,18 +52,29 @@ class SeenTexts:
             return
         now = time.monotonic()
         with self._lock:
+            if text not in self._items:
+                self._longest_first = None
             self._items[text] = now
             self._items.move_to_end(text)
             while len(self._items) > self._capacity:
                 self._items.popitem(last=False)
+                self._longest_first = None
 
     def redact(self, line: str) -> str:
+        """``line`` with every remembered text in it replaced, the longest first. Cheap per log
+        line: the expired texts are taken from the front, the sorted list is kept until a text
+        comes or goes."""
         now = time.monotonic()
         with self._lock:
-            expired = [t for t, at in self._items.items() if now - at > self._ttl]
-            for text in expired:
-                del self._items[text]
-            texts = sorted(self._items, key=len, reverse=True)
+            while self._items:
+                oldest, at = next(iter(self._items.items()))
+                if now - at <= self._ttl:
+                    break
+                del self._items[oldest]
+                self._longest_first = None
+            if self._longest_first is None:
+                self._longest_first = sorted(self._items, key=len, reverse=True)
+            texts = self._longest_first
         for text in texts:
             if text in line:
                 line = line.replace(text, REDACTED)
