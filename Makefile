@@ -37,8 +37,9 @@ check: $(STAMP)
 	$(BIN)/python .ci/audit.py
 
 ## Fuzz the whole bot with FUZZ_UPDATES arbitrary updates per database (tests/test_fuzz.py;
-## `make test` runs 1,000). FUZZ_SEED=N repeats a run; the seed is printed. 4,000 on each database
-## side by side: about two minutes of CI's six on two cores (100,000 would take 20 to 40, README).
+## `make test` runs 1,000, .ci/run's `make test` 4,000). FUZZ_SEED=N repeats a run; the seed is
+## printed. 4,000 on each database side by side: about two minutes on two cores (100,000 would
+## take 20 to 40, README).
 FUZZ_UPDATES ?= 4000
 fuzz: $(STAMP)
 	FUZZ_UPDATES=$(FUZZ_UPDATES) $(BIN)/python -m pytest -n 2 -q -rP tests/test_fuzz.py $(PYTEST_ARGS)

@@ -65,3 +65,11 @@ def _safety_rules_compiled_once() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SafetyDetector, "from_content", classmethod(from_content))
         yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (real processes, thousands of updates or recipients) go
+    first. ``make test`` hands tests to its workers in collection order; a test of a minute
+    handed out last keeps one worker busy after the others have finished, with one core idle
+    (longest first is the usual cure for that tail). The order within each part is kept."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

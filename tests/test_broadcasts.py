@@ -187,6 +187,7 @@ async def test_cancel_mid_way_leaves_the_rest_unsent(session_factory, emulator, 
         await service.cancel(staff, view.id)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_two_thousand_recipients_through_429_403_and_a_restart_get_one_each(session_factory, delivery_bot):
     # Telegram's overall limit raised (the emulator's default is 30/s), so that 2,000 take seconds.

@@ -184,6 +184,7 @@ BOT_API_FAULTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("database_url", "kinds"), BOT_API_FAULTS, indirect=["database_url"])
 async def test_bot_api_faults_lose_nothing_and_duplicate_nothing(
     kinds: list[str], bot: RunningBot, emulator: BotApiEmulator, logged: io.StringIO

@@ -41,7 +41,8 @@ Checked:
   are loaded from the database) and everyone can /cancel, gets their own role's /help, and
   /start answers them.
 
-``FUZZ_UPDATES`` sets how many updates per database (default 1,000 in ``make test``; ``make fuzz``
+``FUZZ_UPDATES`` sets how many updates per database (default 1,000 in ``make test``, 4,000 in
+``.ci/run``'s; ``make fuzz``
 runs 4,000 on each database side by side, about two minutes on two cores), ``FUZZ_SEED`` the
 seed (printed at the start and in every failure; a run needing more batches than drawn draws
 them with seed + 1, + 2, ...).
@@ -726,6 +727,7 @@ async def fuzz_bot(emulator: BotApiEmulator, database_url: str, monkeypatch: pyt
 
 
 # Generous: a loaded machine processes 10 updates a second or more (an idle core about 75).
+@pytest.mark.slow
 @pytest.mark.timeout(300 + FUZZ_UPDATES // 10)
 async def test_fuzz_arbitrary_updates(fuzz_bot: RunningBot, emulator: BotApiEmulator,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
