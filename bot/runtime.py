@@ -237,7 +237,9 @@ def _update_consumer(
     every instance's server stores them) and the inbox consumer."""
     mode = "webhook" if webhook else "polling"
     services = application.bot_data[SERVICES_KEY]
-    inbox_consumer = InboxConsumer(application, services.inbox, poll_seconds=settings.inbox_poll_seconds)
+    inbox_consumer = InboxConsumer(
+        application, services.inbox, poll_seconds=settings.inbox_poll_seconds, concurrency=settings.inbox_concurrency
+    )
 
     async def start() -> None:
         inbox_consumer.start()
