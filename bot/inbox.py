@@ -15,11 +15,15 @@ then confirmed:
   (``ON CONFLICT DO NOTHING``), so it is processed once.
 
 **Consuming.** One instance (the leader, bot.delivery.leadership) runs the
-:class:`InboxConsumer`: unprocessed rows in ``update_id`` order, one at a time (so one chat's
-updates are processed in order; the bot never processed updates concurrently), each through
-``Application.process_update``. The conversation states the update changed are collected
-(bot.persistence.SqlPersistence.collecting) and written **in the same transaction** that
-marks the row processed.
+:class:`InboxConsumer`: unprocessed rows in ``update_id`` order, each through
+``Application.process_update``, up to INBOX_CONCURRENCY (16) at once, but never two of one chat
+or of one person: an update starts only after the previous one of its chat and of its user is
+completed (its row marked processed), so one chat's updates are processed in order. (Updates
+of neither, such as a poll's, are one such "chat" of their own.) The conversation states an
+update changed are collected (bot.persistence.SqlPersistence.collecting, by the conversation
+keys of its chat and user: no other update in progress has them) and written **in the same
+transaction** that marks its row processed. With ``concurrency=1`` the rows are processed one
+after the other, as before.
 
 **What "once" means, exactly.**
 
@@ -34,8 +38,10 @@ marks the row processed.
   audit event, a practice run) may add a second; the outbox's idempotency keys keep a
   queued message single (the handlers have not been reviewed one by one for this). An exercise already under way (its step timers run as JobQueue
   jobs after the update) is resumed by ``exercises.on_consuming`` as after any restart.
-  So: at most one update per consumer crash (the one in progress) can be answered twice;
-  none is lost, none other is repeated.
+  So: at most the updates in progress at a consumer crash can be answered twice, one per
+  chat, at most INBOX_CONCURRENCY in all; none is lost, none other is repeated. (A lost
+  leader lock: the consumer completes the updates in progress and stops; the next leader
+  may have started them again meanwhile.)
 * Updates are ordered by ``update_id`` among those stored. With webhooks, Telegram may post
   updates of different chats concurrently; an update stored later than a newer one of the
   same chat (which Telegram does not do: it posts one chat's updates in order) would be
