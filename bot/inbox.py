@@ -389,6 +389,7 @@ class InboxConsumer:
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
         quiet = True  # nothing happened for a poll interval (other instances' rows: look)
+        more = False  # the last read was full
         try:
             while not self._stopping.is_set():
                 if loop.time() >= next_purge:
@@ -396,9 +397,10 @@ class InboxConsumer:
                     await self._purge()
                 room = self._window - len(self._scheduled)
                 self._ended.clear()
-                # Not a read after every update that ends: when new ones arrived, half the
-                # window is free, or a poll interval passed.
-                if room > 0 and (quiet or self._inbox.arrived.is_set() or room >= self._window // 2):
+                # Read when few are left to do (a read per update that ends would cost a query
+                # each under load) or after a quiet poll interval (other instances' rows).
+                low = len(self._scheduled) <= self.concurrency
+                if room > 0 and (quiet or (low and (more or self._inbox.arrived.is_set()))):
                     self._inbox.arrived.clear()
                     if self._failed:  # an update failed: its row is read again, not at once
                         self._failed = False
@@ -413,12 +415,13 @@ class InboxConsumer:
                     except Exception as exc:  # noqa: BLE001 - the database: try again shortly
                         _log.warning("Inbox: reading updates failed (%s)", type(exc).__name__)
                         batch = []
+                    more = len(batch) >= room  # (the table may hold more than read)
                     for stored in batch:
                         if self._stopping.is_set():
                             return
                         if stored.row_id not in self._scheduled:
                             self._schedule(stored)
-                quiet = await self._wait_for_news()
+                quiet = await self._wait_for_news(arrivals=len(self._scheduled) <= self.concurrency)
         finally:
             await self._drain()
 
@@ -426,10 +429,12 @@ class InboxConsumer:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self._poll)
 
-    async def _wait_for_news(self) -> bool:
-        """Until an update arrives or one scheduled ends; True if the poll interval passed
-        first."""
-        waits = [asyncio.ensure_future(self._inbox.arrived.wait()), asyncio.ensure_future(self._ended.wait())]
+    async def _wait_for_news(self, *, arrivals: bool) -> bool:
+        """Until one scheduled ends or (``arrivals``) an update arrives; True if the poll
+        interval passed first."""
+        waits = [asyncio.ensure_future(self._ended.wait())]
+        if arrivals:
+            waits.append(asyncio.ensure_future(self._inbox.arrived.wait()))
         try:
             done, _ = await asyncio.wait(waits, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -76,7 +76,10 @@ async def open_services(
         embedded=settings.embedded,
         embedded_file=embedded_keys_file,
     )
-    engine = create_engine(settings.database_url)
+    # Enough pooled connections for the updates processed at once (bot.inbox) and the rest
+    # (outbox, jobs): a connection beyond the pool is opened and closed for each use, which
+    # costs a PostgreSQL server a new backend process and SQLite a new thread.
+    engine = create_engine(settings.database_url, pool_size=settings.inbox_concurrency + 4)
     try:
         await check_database(engine)
         await ensure_schema(settings.database_url, auto_migrate=settings.embedded)
