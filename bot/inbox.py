@@ -418,12 +418,14 @@ class InboxConsumer:
                     more = len(batch) >= room  # (the table may hold more than read)
                     for stored in batch:
                         if self._stopping.is_set():
-                            return
+                            break
                         if stored.row_id not in self._scheduled:
                             self._schedule(stored)
                 quiet = await self._wait_for_news(arrivals=len(self._scheduled) <= self.concurrency)
-        finally:
-            await self._drain()
+        except asyncio.CancelledError:  # stop() gave up waiting: cancel those in progress
+            await self._cancel_scheduled()
+            raise
+        await self._drain()
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
@@ -480,18 +482,19 @@ class InboxConsumer:
     async def _drain(self) -> None:
         """Wait for the updates in progress (those not started return at once); if this is
         cancelled (stop's timeout), cancel them."""
-        tasks = list(self._scheduled.values())
-        if not tasks:
-            return
         try:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._scheduled.values(), return_exceptions=True)
         except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._cancel_scheduled()
             raise
-        finally:
-            self._last_of.clear()
+        self._last_of.clear()
+
+    async def _cancel_scheduled(self) -> None:
+        tasks = list(self._scheduled.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._last_of.clear()
 
     async def _process(self, stored: Stored) -> None:
         persistence: SqlPersistence = self._application.persistence  # type: ignore[assignment]

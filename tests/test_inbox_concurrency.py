@@ -111,3 +111,45 @@ async def test_a_chat_whose_update_hangs_or_fails_holds_up_only_itself(
     assert answer_keys(stuck.messages) == ["help.everyone", "about.text", "fallback.unknown_command"]
     assert watch.most_of_one_chat == 1
     assert await services(bot).inbox.backlog() == 0
+
+
+async def test_stopping_waits_for_the_updates_in_progress(
+    bot: RunningBot, emulator: BotApiEmulator, monkeypatch: pytest.MonkeyPatch
+):
+    """A stop (a redeploy, a lost leader lock) lets the updates in progress complete (their
+    answers sent, their rows marked processed); after the restart none is answered again."""
+    watch = Watch(monkeypatch)
+    watch.reached.set()
+    users = [emulator.user(first_name=f"R{i}") for i in range(3)]
+    release = asyncio.Event()
+    for user in users:
+        watch.hold[user.id] = release
+        await user.send("/help")
+
+    async def all_in_progress() -> bool:
+        return sum(watch.in_progress.values()) == len(users)
+
+    await wait_until(all_in_progress, 20, "three chats' updates in progress at once")
+    stop_called = asyncio.Event()
+    original_stop = InboxConsumer.stop
+
+    async def stop(consumer: InboxConsumer, timeout: float = 10.0) -> None:
+        stop_called.set()
+        await original_stop(consumer, timeout)
+
+    monkeypatch.setattr(InboxConsumer, "stop", stop)
+    stopping = asyncio.create_task(bot.stop())
+    await asyncio.wait_for(stop_called.wait(), 20)
+    assert not stopping.done() and sum(watch.in_progress.values()) == len(users)
+    release.set()
+    await asyncio.wait_for(stopping, 30)
+    for user in users:  # answered before the bot stopped
+        assert answer_keys(user.messages) == ["help.everyone"]
+
+    await bot.start()
+    for user in users:
+        await user.send("/about")
+    await emulator.updates_processed()
+    for user in users:
+        assert answer_keys(user.messages) == ["help.everyone", "about.text"]  # none repeated
+    assert await services(bot).inbox.backlog() == 0
