@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # consumer looks for updates other instances stored this often (its own wake it at once).
     inbox_retention_seconds: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
     inbox_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # How many updates of different chats the consumer processes at once (each chat's in
+    # order, one at a time); 1 processes every update after the previous one.
+    inbox_concurrency: int = Field(default=16, ge=1, le=256)
     # A factor on every timing of the paced exercises (breathing, muscle relaxation): 1.0 in
     # production; smaller for demonstrations and tests.
     practice_time_scale: float = Field(default=1.0, gt=0, le=10)

@@ -15,11 +15,15 @@ then confirmed:
   (``ON CONFLICT DO NOTHING``), so it is processed once.
 
 **Consuming.** One instance (the leader, bot.delivery.leadership) runs the
-:class:`InboxConsumer`: unprocessed rows in ``update_id`` order, one at a time (so one chat's
-updates are processed in order; the bot never processed updates concurrently), each through
-``Application.process_update``. The conversation states the update changed are collected
-(bot.persistence.SqlPersistence.collecting) and written **in the same transaction** that
-marks the row processed.
+:class:`InboxConsumer`: unprocessed rows in ``update_id`` order, each through
+``Application.process_update``, up to INBOX_CONCURRENCY (16) at once, but never two of one chat
+or of one person: an update starts only after the previous one of its chat and of its user is
+completed (its row marked processed), so one chat's updates are processed in order. (Updates
+of neither, such as a poll's, are one such "chat" of their own.) The conversation states an
+update changed are collected (bot.persistence.SqlPersistence.collecting, by the conversation
+keys of its chat and user: no other update in progress has them) and written **in the same
+transaction** that marks its row processed. With ``concurrency=1`` the rows are processed one
+after the other, as before.
 
 **What "once" means, exactly.**
 
@@ -34,8 +38,10 @@ marks the row processed.
   audit event, a practice run) may add a second; the outbox's idempotency keys keep a
   queued message single (the handlers have not been reviewed one by one for this). An exercise already under way (its step timers run as JobQueue
   jobs after the update) is resumed by ``exercises.on_consuming`` as after any restart.
-  So: at most one update per consumer crash (the one in progress) can be answered twice;
-  none is lost, none other is repeated.
+  So: at most the updates in progress at a consumer crash can be answered twice, one per
+  chat, at most INBOX_CONCURRENCY in all; none is lost, none other is repeated. (A lost
+  leader lock: the consumer completes the updates in progress and stops; the next leader
+  may have started them again meanwhile.)
 * Updates are ordered by ``update_id`` among those stored. With webhooks, Telegram may post
   updates of different chats concurrently; an update stored later than a newer one of the
   same chat (which Telegram does not do: it posts one chat's updates in order) would be
@@ -110,6 +116,14 @@ class Stored:
     row_id: int
     update_id: int
     data: dict[str, Any] | None
+    chat_id: int | None = None
+    user_id: int | None = None
+
+    @property
+    def lanes(self) -> frozenset[int | None]:
+        """What its order is kept within: its chat and its user (an update of neither, such
+        as a poll's, goes with the others of neither: None)."""
+        return frozenset(i for i in (self.chat_id, self.user_id) if i is not None) or frozenset({None})
 
 
 class Inbox:
@@ -160,28 +174,31 @@ class Inbox:
         self.arrived.set()
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def unprocessed(self, limit: int = BATCH) -> list[Stored]:
-        """The oldest unprocessed rows, in update_id order, decrypted."""
+    async def unprocessed(self, limit: int = BATCH, *, besides: frozenset[int] = frozenset()) -> list[Stored]:
+        """The oldest unprocessed rows (but those whose id is in ``besides``: in progress), in
+        update_id order, decrypted."""
         table = InboxUpdate.__table__
+        query = (
+            select(table.c.id, table.c.update_id, table.c.key_owner, table.c.payload, table.c.chat_id,
+                   table.c.user_id)
+            .where(table.c.processed_at.is_(None))
+            .order_by(table.c.update_id)
+            .limit(limit)
+        )
+        if besides:
+            query = query.where(table.c.id.not_in(besides))
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(table.c.id, table.c.update_id, table.c.key_owner, table.c.payload)
-                    .where(table.c.processed_at.is_(None))
-                    .order_by(table.c.update_id)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await session.execute(query)).all()
         await self._crypto.prepare({r.key_owner for r in rows})
         found: list[Stored] = []
-        for row_id, update_id, owner, sealed in rows:
+        for row_id, update_id, owner, sealed, chat_id, user_id in rows:
             data: dict[str, Any] | None = None
             try:
                 plain = self._crypto.open(sealed.data, table=TABLE, column="payload", row_id=row_id, owner_id=owner)
                 data = json.loads(plain)
             except (CryptoError, ValueError) as exc:
                 _log.warning("Inbox: update %s cannot be read (%s); skipped", update_id, type(exc).__name__)
-            found.append(Stored(row_id, update_id, data if isinstance(data, dict) else None))
+            found.append(Stored(row_id, update_id, data if isinstance(data, dict) else None, chat_id, user_id))
         return found
 
     @staticmethod
@@ -287,16 +304,29 @@ class PollingBot:
 
 
 class InboxConsumer:
-    """The leader's loop: process stored updates in order, each completed atomically with the
-    conversation states it produced (see the module docstring)."""
+    """The leader's loop: process stored updates, each chat's in order, up to ``concurrency``
+    chats' at once, each completed atomically with the conversation states it produced (see
+    the module docstring). ``concurrency=1``: one update after the other, in update_id order."""
 
-    def __init__(self, application: Application, inbox: Inbox, *, poll_seconds: float = 0.5) -> None:
+    def __init__(
+        self, application: Application, inbox: Inbox, *, poll_seconds: float = 0.5, concurrency: int = 1
+    ) -> None:
         self._application = application
         self._inbox = inbox
         self._poll = poll_seconds
+        self.concurrency = max(1, concurrency)
+        #: How many rows may be read ahead (scheduled, waiting for their chat or a slot).
+        self._window = max(BATCH, 4 * self.concurrency)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
+        # Concurrent mode: the rows scheduled (row id -> its task: True once completed), the
+        # last task scheduled of each chat and user, and an event set when one ends.
+        self._scheduled: dict[int, asyncio.Task[bool]] = {}
+        self._last_of: dict[int | None, asyncio.Task[bool]] = {}
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._ended = asyncio.Event()
+        self._failed = False
 
     @property
     def running(self) -> bool:
@@ -309,12 +339,14 @@ class InboxConsumer:
         self._task = asyncio.create_task(self._run(), name="inbox-consumer")
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Let the update in progress finish (up to ``timeout``), then stop."""
+        """Let the updates in progress finish (up to ``timeout``), then stop. Those scheduled
+        but not started stay unprocessed: the next consumer has them."""
         task, self._task = self._task, None
         if task is None:
             return
         self._stopping.set()
         self._inbox.arrived.set()
+        self._ended.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
@@ -325,6 +357,9 @@ class InboxConsumer:
             _log.warning("Inbox: the consumer stopped on %s", type(exc).__name__)
 
     async def _run(self) -> None:
+        if self.concurrency > 1:
+            await self._run_concurrently()
+            return
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
         while not self._stopping.is_set():
@@ -345,11 +380,127 @@ class InboxConsumer:
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                     await asyncio.wait_for(self._inbox.arrived.wait(), self._poll)
 
+    # -- several chats at once ------------------------------------------------------------------
+
+    async def _run_concurrently(self) -> None:
+        """Read unprocessed rows (not those scheduled already) and schedule each after the
+        previous one of its chat and of its user; up to ``concurrency`` run at once. Stopping
+        waits for those in progress."""
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        quiet = True  # nothing happened for a poll interval (other instances' rows: look)
+        more = False  # the last read was full
+        try:
+            while not self._stopping.is_set():
+                if loop.time() >= next_purge:
+                    next_purge = loop.time() + PURGE_EVERY_SECONDS
+                    await self._purge()
+                room = self._window - len(self._scheduled)
+                self._ended.clear()
+                # Read when few are left to do (a read per update that ends would cost a query
+                # each under load) or after a quiet poll interval (other instances' rows).
+                low = len(self._scheduled) <= self.concurrency
+                if room > 0 and (quiet or (low and (more or self._inbox.arrived.is_set()))):
+                    self._inbox.arrived.clear()
+                    if self._failed:  # an update failed: its row is read again, not at once
+                        self._failed = False
+                        await self._pause()
+                    # Those ended before the read are not waited for again (a failed one's row
+                    # is in this read, before its chat's later ones); those scheduled are not read.
+                    live = set(self._scheduled.values())
+                    self._last_of = {lane: t for lane, t in self._last_of.items() if t in live}
+                    besides = frozenset(self._scheduled)
+                    try:
+                        batch = await self._inbox.unprocessed(room, besides=besides)
+                    except Exception as exc:  # noqa: BLE001 - the database: try again shortly
+                        _log.warning("Inbox: reading updates failed (%s)", type(exc).__name__)
+                        batch = []
+                    more = len(batch) >= room  # (the table may hold more than read)
+                    for stored in batch:
+                        if self._stopping.is_set():
+                            break
+                        if stored.row_id not in self._scheduled:
+                            self._schedule(stored)
+                quiet = await self._wait_for_news(arrivals=len(self._scheduled) <= self.concurrency)
+        except asyncio.CancelledError:  # stop() gave up waiting: cancel those in progress
+            await self._cancel_scheduled()
+            raise
+        await self._drain()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._poll)
+
+    async def _wait_for_news(self, *, arrivals: bool) -> bool:
+        """Until one scheduled ends or (``arrivals``) an update arrives; True if the poll
+        interval passed first."""
+        waits = [asyncio.ensure_future(self._ended.wait())]
+        if arrivals:
+            waits.append(asyncio.ensure_future(self._inbox.arrived.wait()))
+        try:
+            done, _ = await asyncio.wait(waits, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return not done
+
+    def _schedule(self, stored: Stored) -> None:
+        before = {self._last_of[lane] for lane in stored.lanes if lane in self._last_of}
+        task = asyncio.create_task(self._after(before, stored), name=f"inbox-update-{stored.update_id}")
+        for lane in stored.lanes:
+            self._last_of[lane] = task
+        self._scheduled[stored.row_id] = task
+        task.add_done_callback(lambda done: self._done(stored, done))
+
+    async def _after(self, before: set[asyncio.Task[bool]], stored: Stored) -> bool:
+        """Process ``stored`` once the previous update of its chat and of its user completed;
+        False (nothing done, the row stays unprocessed) if one of them did not."""
+        if before:
+            await asyncio.wait(before)  # (not gather: cancelling this must not cancel them)
+            if not all(not t.cancelled() and t.exception() is None and t.result() is True for t in before):
+                return False
+        async with self._slots:
+            if self._stopping.is_set():
+                return False
+            await self._process(stored)
+        return True
+
+    def _done(self, stored: Stored, task: asyncio.Task[bool]) -> None:
+        self._scheduled.pop(stored.row_id, None)
+        self._ended.set()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._failed = True
+            if not self._stopping.is_set():
+                _log.warning("Inbox: update %s failed (%s); it stays unprocessed",
+                             stored.update_id, type(exc).__name__)
+        elif task.result() is False and not self._stopping.is_set():
+            self._failed = True
+
+    async def _drain(self) -> None:
+        """Wait for the updates in progress (those not started return at once); if this is
+        cancelled (stop's timeout), cancel them."""
+        try:
+            await asyncio.gather(*self._scheduled.values(), return_exceptions=True)
+        except asyncio.CancelledError:
+            await self._cancel_scheduled()
+            raise
+        self._last_of.clear()
+
+    async def _cancel_scheduled(self) -> None:
+        tasks = list(self._scheduled.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._last_of.clear()
+
     async def _process(self, stored: Stored) -> None:
         persistence: SqlPersistence = self._application.persistence  # type: ignore[assignment]
         token = CURRENT_UPDATE_ID.set(stored.update_id)
         try:
-            with persistence.collecting() as states:
+            with persistence.collecting(stored.chat_id, stored.user_id) as states:
                 try:
                     update = Update.de_json(stored.data, self._application.bot) if stored.data else None
                 except Exception as exc:  # noqa: BLE001 - not an update: nothing to process

@@ -58,7 +58,7 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
     """
 
     __slots__ = (
-        "_collected", "_retry", "_served", "_session_factory", "_snapshot", "_snapshot_at", "_unwritten",
+        "_collecting", "_retry", "_served", "_session_factory", "_snapshot", "_snapshot_at", "_unwritten",
         "_write_lock",
     )
 
@@ -85,9 +85,10 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         #: Changes not in the database yet: (name, key) -> state (None: ended).
         self._unwritten: dict[tuple[str, ConversationKey], object | None] = {}
         self._retry: asyncio.Task[None] | None = None
-        # While the inbox consumer processes an update (bot.inbox): the states it changes,
-        # written with the row's completion instead of one by one.
-        self._collected: dict[tuple[str, ConversationKey], object | None] | None = None
+        # While the inbox consumer processes updates (bot.inbox, several chats' at once): the
+        # states each changes, by the conversation keys its chat and user make, written with
+        # its row's completion instead of one by one.
+        self._collecting: dict[ConversationKey, dict[tuple[str, ConversationKey], object | None]] = {}
 
     # -- conversations: the only thing stored ------------------------------------
 
@@ -124,8 +125,9 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
         """Write the change (and any earlier one that could not be written). A failure is
         raised (python-telegram-bot hands it to the error handler) and retried later."""
         self._snapshot = None
-        if self._collected is not None:
-            self._collected[(name, key)] = new_state
+        collected = self._collecting.get(key)
+        if collected is not None:
+            collected[(name, key)] = new_state
             return
         self._unwritten[(name, key)] = new_state
         try:
@@ -167,16 +169,33 @@ class SqlPersistence(BasePersistence[Data, Data, Data]):
     # -- the inbox: an update's states and its completion in one transaction ------------------
 
     @contextlib.contextmanager
-    def collecting(self) -> Iterator[dict[tuple[str, ConversationKey], object | None]]:
-        """While inside, state writes are kept (the latest per conversation) instead of
-        written: the inbox consumer processes one update at a time, so every write meanwhile
-        belongs to that update (or is a timer's, which may as well go with it)."""
+    def collecting(
+        self, chat_id: int | None, user_id: int | None
+    ) -> Iterator[dict[tuple[str, ConversationKey], object | None]]:
+        """While inside, writes of the conversations of ``chat_id`` and ``user_id`` (the keys
+        python-telegram-bot makes of them: ``(chat, user)``, ``(chat,)``, ``(user,)``) are kept
+        (the latest per conversation) instead of written: they belong to the update the inbox
+        consumer is processing for that chat and user (or are a timer's, which may as well go
+        with it).
+
+        The consumer processes several updates at once, never two of one chat or one user
+        (bot.inbox), so a key names one update in progress, whichever task hands the change
+        over (python-telegram-bot's ``update_persistence`` writes every conversation changed
+        since its last run, also other updates'). A change of no update in progress (a
+        timer's) is written at once, as outside the inbox."""
         collected: dict[tuple[str, ConversationKey], object | None] = {}
-        self._collected = collected
+        keys: list[ConversationKey] = []
+        if chat_id is not None and user_id is not None:
+            keys.append((chat_id, user_id))
+        keys += [(ident,) for ident in dict.fromkeys((chat_id, user_id)) if ident is not None]
+        keys = [key for key in keys if key not in self._collecting]  # (not expected: see above)
+        for key in keys:
+            self._collecting[key] = collected
         try:
             yield collected
         finally:
-            self._collected = None
+            for key in keys:
+                del self._collecting[key]
 
     async def write_states(
         self,

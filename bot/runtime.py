@@ -76,7 +76,10 @@ async def open_services(
         embedded=settings.embedded,
         embedded_file=embedded_keys_file,
     )
-    engine = create_engine(settings.database_url)
+    # Enough pooled connections for the updates processed at once (bot.inbox) and the rest
+    # (outbox, jobs): a connection beyond the pool is opened and closed for each use, which
+    # costs a PostgreSQL server a new backend process and SQLite a new thread.
+    engine = create_engine(settings.database_url, pool_size=settings.inbox_concurrency + 4)
     try:
         await check_database(engine)
         await ensure_schema(settings.database_url, auto_migrate=settings.embedded)
@@ -237,7 +240,9 @@ def _update_consumer(
     every instance's server stores them) and the inbox consumer."""
     mode = "webhook" if webhook else "polling"
     services = application.bot_data[SERVICES_KEY]
-    inbox_consumer = InboxConsumer(application, services.inbox, poll_seconds=settings.inbox_poll_seconds)
+    inbox_consumer = InboxConsumer(
+        application, services.inbox, poll_seconds=settings.inbox_poll_seconds, concurrency=settings.inbox_concurrency
+    )
 
     async def start() -> None:
         inbox_consumer.start()

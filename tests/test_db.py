@@ -6,6 +6,7 @@ Each test that takes ``database_url``/``engine``/``session_factory`` runs on
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -111,6 +112,53 @@ async def test_sqlite_engine_creates_the_folder_and_sets_pragmas_on_every_connec
     finally:
         await engine.dispose()
     assert db_file.is_file()
+
+
+async def test_sqlite_a_transaction_begun_by_a_savepoint_waits_for_another_writer(tmp_path: Path) -> None:
+    """A savepoint outside a transaction (``begin_nested``, e.g. an insert that may meet a
+    concurrent one) takes SQLite's write lock first: a read before its write no longer makes
+    SQLite refuse the write at once ("database is locked") while another connection writes;
+    it waits (busy_timeout). And what follows the savepoint stays in the same transaction."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
+        sessions = async_sessionmaker(engine)
+        writing, release = asyncio.Event(), asyncio.Event()
+
+        async def other_writer() -> None:
+            async with sessions.begin() as session:
+                await session.execute(sa.text("INSERT INTO t VALUES (1, 1)"))
+                writing.set()
+                await release.wait()  # holds the write lock until released
+
+        async def read_then_write() -> None:
+            async with sessions.begin() as session:
+                async with session.begin_nested():
+                    await session.execute(sa.text("SELECT count(*) FROM t"))
+                    await session.execute(sa.text("INSERT INTO t VALUES (2, 2)"))
+                await session.execute(sa.text("UPDATE t SET v = 3 WHERE k = 2"))
+
+        other = asyncio.create_task(other_writer())
+        await writing.wait()
+        waiting = asyncio.create_task(read_then_write())
+        await asyncio.sleep(0.3)  # (it would have failed by now)
+        assert not waiting.done()
+        release.set()
+        await asyncio.gather(other, waiting)
+        async with sessions() as session:
+            assert (await session.execute(sa.text("SELECT k, v FROM t ORDER BY k"))).all() == [(1, 1), (2, 3)]
+
+        # Rolled back as a whole: the savepoint did not commit what it wrapped.
+        with pytest.raises(RuntimeError):
+            async with sessions.begin() as session:
+                async with session.begin_nested():
+                    await session.execute(sa.text("INSERT INTO t VALUES (4, 4)"))
+                raise RuntimeError("the handler failed")
+        async with sessions() as session:
+            assert await session.scalar(sa.text("SELECT count(*) FROM t WHERE k = 4")) == 0
+    finally:
+        await engine.dispose()
 
 
 async def test_check_database_passes_on_a_reachable_database(database_url: str) -> None:

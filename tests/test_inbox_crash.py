@@ -1,7 +1,7 @@
 """``kill -9`` of the consuming process with 500 updates from 50 chats in flight (polling and
-webhook; SQLite and PostgreSQL): after a restart every update is answered, once, except at
-most the one being processed at the kill (bot.inbox: "what once means"), and each chat's
-answers come in the order of its updates. The bot runs as a real process (`imrs-bot run`);
+webhook; SQLite and PostgreSQL): after a restart every update is answered, once, except
+those being processed at the kill (bot.inbox: "what once means": at most one per chat, and at
+most INBOX_CONCURRENCY, 16, in all), and each chat's answers come in the order of its updates. The bot runs as a real process (`imrs-bot run`);
 replies are counted at the emulator.
 
 Each case takes 40-80 s on a busy 2-core machine (two process starts, 500 updates through the
@@ -36,8 +36,9 @@ async def wait_until(condition, timeout: float, what: str, interval: float = 0.0
 
 
 def once_in_order(got: list[str], expected: list[str]) -> int:
-    """How many answers were repeated (0, or 1 for the update processed at the kill, whose
-    repeat follows it at once); fails unless the answers are otherwise exactly ``expected``."""
+    """How many of one chat's answers were repeated (0, or 1 for its update processed at the
+    kill, whose repeat follows it at once); fails unless the answers are otherwise exactly
+    ``expected``."""
     if got == expected:
         return 0
     assert len(got) == len(expected) + 1, (got, expected)
@@ -117,7 +118,7 @@ async def test_kill_9_with_500_updates_in_flight_answers_each_once_in_order(
             await engine.dispose()
 
     repeated = sum(once_in_order(answer_keys(u.messages), expected[u.id]) for u in users)
-    assert repeated <= 1
+    assert repeated <= 16  # INBOX_CONCURRENCY: one per chat in progress at the kill
     assert "Traceback" not in output, output
     print(f"\n{mode}: killed after {at_kill} answers ({stored} updates stored); restarted, the rest "
           f"answered in {took:.1f}s; {repeated} answer(s) repeated")

@@ -174,3 +174,33 @@ async def test_a_loading_round_reads_once_and_a_second_round_sees_other_instance
         assert await reader.get_conversations("unused") == {(5, 5): 5}
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_several_updates_collecting_at_once_each_keep_their_own_states(session_factory: Sessions) -> None:
+    """The inbox consumer processes several chats' updates at once (bot.inbox), each collecting
+    the states it changes (SqlPersistence.collecting). python-telegram-bot hands every change
+    over from whichever update's ``update_persistence`` runs first: each goes to the update of
+    its chat and user, and a change of no update in progress (a timer's) is written at once."""
+    persistence = SqlPersistence(session_factory)
+    with persistence.collecting(1, 1) as private, persistence.collecting(GROUP_CHAT, BIG_USER) as group:
+        # All handed over by one task, as one update_persistence run does.
+        await asyncio.gather(
+            persistence.update_conversation("checkin", (1, 1), "ASK_MOOD"),
+            persistence.update_conversation("checkin", (GROUP_CHAT, BIG_USER), "ASK_SLEEP"),
+            persistence.update_conversation("per-chat", (GROUP_CHAT,), 2),
+            persistence.update_conversation("per-user", (BIG_USER,), 3),
+            persistence.update_conversation("checkin", (5, 5), 1),  # no update of chat 5 in progress
+        )
+        assert private == {("checkin", (1, 1)): "ASK_MOOD"}
+        assert group == {
+            ("checkin", (GROUP_CHAT, BIG_USER)): "ASK_SLEEP", ("per-chat", (GROUP_CHAT,)): 2,
+            ("per-user", (BIG_USER,)): 3,
+        }
+        assert await SqlPersistence(session_factory).get_conversations("checkin") == {(5, 5): 1}
+    await persistence.write_states(group, also=lambda session: asyncio.sleep(0))
+    assert await SqlPersistence(session_factory).get_conversations("checkin") == {
+        (5, 5): 1, (GROUP_CHAT, BIG_USER): "ASK_SLEEP"
+    }
+    # Out of the blocks: written at once again.
+    await persistence.update_conversation("checkin", (1, 1), "DONE")
+    assert (await SqlPersistence(session_factory).get_conversations("checkin"))[(1, 1)] == "DONE"

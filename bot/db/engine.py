@@ -150,6 +150,17 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, for_migrations: bool) -> None:
     else:
         _skip_empty_transaction_ends(sync_engine.dialect)
 
+        @event.listens_for(sync_engine, "savepoint")
+        def _on_savepoint(connection: Any, _name: str) -> None:
+            # A SAVEPOINT outside a transaction starts a deferred one: if it then reads before
+            # it writes, and another connection is writing, SQLite refuses the write at once
+            # ("database is locked"; waiting could not help, the read's snapshot is stale) and
+            # the busy timeout is never used. Take the write lock first, waiting for it; this
+            # also keeps what follows the savepoint in the same transaction (releasing the
+            # savepoint that began a transaction would commit it).
+            if not _in_transaction(connection.connection.dbapi_connection):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
 
 def _skip_empty_transaction_ends(dialect: Any) -> None:
     """COMMIT and ROLLBACK only when SQLite has a transaction open.
@@ -162,19 +173,22 @@ def _skip_empty_transaction_ends(dialect: Any) -> None:
     runs on it: SQLAlchemy ends a transaction only between statements)."""
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
-    def open_transaction(dbapi_connection: Any) -> bool:
-        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
-        return bool(getattr(driver, "in_transaction", True))
-
     def do_commit(dbapi_connection: Any) -> None:
-        if open_transaction(dbapi_connection):
+        if _in_transaction(dbapi_connection):
             commit(dbapi_connection)
 
     def do_rollback(dbapi_connection: Any) -> None:
-        if open_transaction(dbapi_connection):
+        if _in_transaction(dbapi_connection):
             rollback(dbapi_connection)
 
     dialect.do_commit, dialect.do_rollback = do_commit, do_rollback
+
+
+def _in_transaction(dbapi_connection: Any) -> bool:
+    """Whether SQLite has a transaction open on this connection (the sqlite3 connection's own
+    flag; True when it cannot be read)."""
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    return bool(getattr(driver, "in_transaction", True))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
