@@ -386,7 +386,11 @@ async def broadcast(url: str, args: argparse.Namespace, folder: Path) -> list[st
             seconds = time.perf_counter() - begin
             sent = delivered() - sent_at_begin
             flood, failed = emulator_failures(emulator, failures)
-            asked = asked_for(emulator.state.calls[calls:], set(chatting))
+            window = emulator.state.calls[calls:]
+            asked = asked_for(window, set(chatting))
+            to_recipients = {u.id for u in recipients}
+            others = sum(1 for call in window if call.method in MESSAGE_METHODS
+                         and _chat(call) not in to_recipients and _chat(call) not in set(chatting))
     actions = len(latencies)
     return [
         f"{database_label(url)}: broadcast to {args.recipients:,} at {rate:.0f}/s (the default outbox rate) while "
@@ -394,6 +398,8 @@ async def broadcast(url: str, args: argparse.Namespace, folder: Path) -> list[st
         f"  chatting clients {actions / seconds:7.1f} updates/s, {latency_line(latencies)}   (goal p95 < 1 s)",
         f"  their replies    {asked / seconds:7.1f} messages/s (sends and edits: what counts against the 30/s); "
         f"the broadcast can keep at most {min(rate, LIMIT - asked / seconds) / rate:.3f} of its rate",
+        f"  other messages   {others / seconds:7.1f} messages/s (the staff's progress message, notices to therapists); "
+        f"with them it can keep at most {min(rate, LIMIT - (asked + others) / seconds) / rate:.3f}",
         f"  broadcast        {sent / seconds:7.1f} messages/s, achieved / configured {sent / seconds / rate:.3f}"
         f"   (goal >= 0.95); {delivered():,} of {args.recipients:,} sent",
         f"  emulator         {flood} 429s, {failed} other failed calls",
