@@ -28,7 +28,8 @@ behind outbox sends (before, both waited in the limiter's one queue: 50 people c
 during a broadcast saw a reply p95 of 3.1 s, now 0.1-0.6 s; bench/README.md). With the
 defaults the outbox keeps its 25/s while replies ask for at most 5/s; when they ask for
 more, the broadcast slows down, not the replies (those 50 people ask for about 5/s, and the
-broadcast kept 0.93-0.94 of its rate). ``AIORateLimiter``'s own overall rate (a 30-message
+broadcast kept 0.950-0.956 of its rate: the outbox pacer's own burst, bot.delivery.pacing,
+lets it make up what it waited for replies within this bucket). ``AIORateLimiter``'s own overall rate (a 30-message
 burst) stays in place: the outbox leaves at least 20 of that burst to replies, and replies
 beyond 30 a second queue there among themselves. With several instances, each outbox share is
 ``OUTBOX_RATE_PER_SECOND / instances``; only the instance consuming updates sends replies, and
