@@ -300,6 +300,14 @@ class Flows:
             await say(update, context, "flows.resumed")
         return paused
 
+    async def forget_paused(self, update: Update, context: BotContext) -> None:
+        """Let the paused flow go without its ``on_end`` hook (its owner may no longer use it:
+        nothing of it is shown or done)."""
+        key = self.key_of(update)
+        if key is not None and key in await self._paused_keys(context):
+            await self._store(context, key, None)
+            _log.info("Forgot a paused flow its owner may no longer enter")
+
     async def end_paused(self, update: Update, context: BotContext) -> Paused | None:
         """End the paused flow, if any (its ``on_end`` hook runs)."""
         paused = await self.paused(update, context)

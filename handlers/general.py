@@ -19,7 +19,8 @@ from telegram.ext import (
 
 from bot.content import Content
 from bot.context import BotContext
-from handlers.access import public
+from bot.db.models import Role
+from handlers.access import allowed_roles, public
 from handlers.common import FLOW_BACK, FLOW_END, crisis_block, say, send_with_way_back, settle, text
 from handlers.fallback import stale_button
 from handlers.parts import chat_id_of
@@ -38,13 +39,30 @@ async def help_command(update: Update, context: BotContext) -> None:
     await send_with_way_back(update, context, body, paused)
 
 
-@public  # acts on the presser's own paused flow only; its steps check the role again
+@public  # acts on the presser's own paused flow only, if they may still begin it
 async def back_to_flow(update: Update, context: BotContext) -> None:
-    if await context.flows.paused(update, context) is None:
+    paused = await context.flows.paused(update, context)
+    if paused is None:
+        await stale_button(update, context)
+        return
+    if not may_begin(context.flows.flows[paused.flow], (await context.identity(update)).role):
+        # e.g. a client who paused their safety plan, then erased their data (/delete): the
+        # flow cannot come back to someone it no longer belongs to; it is let go unshown.
+        await context.flows.forget_paused(update, context)
         await stale_button(update, context)
         return
     await settle(update)
     await context.flows.resume(update, context)
+
+
+def may_begin(flow: ConversationHandler, role: Role | None) -> bool:
+    """Whether someone of ``role`` may enter ``flow`` by one of its entry points now."""
+    for handler in flow.entry_points:
+        callback = getattr(handler, "callback", None)
+        roles = allowed_roles(callback) if callback is not None else False
+        if roles is None or (isinstance(roles, frozenset) and role in roles):
+            return True
+    return False
 
 
 @public  # acts on the presser's own paused flow only

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from telegram.ext import CommandHandler
 
 from bot.crypto.errors import DataKeyMissing
 from bot.crypto.keystore import data_keys
-from bot.db.models import SAFETY_PLAN_STEPS, AuditEvent, Role, SafetyPlan
+from bot.db.models import SAFETY_PLAN_STEPS, AuditEvent, Person, Role, SafetyPlan
 from bot.sandbox.emulator import BotApiEmulator
 from bot.sandbox.emulator.people import SimUser
 from bot.sandbox.emulator.records import BotMessage
@@ -557,3 +557,26 @@ async def test_a_dutch_client_gets_the_plan_in_dutch(bot: RunningBot, emulator: 
     plan = await client.next_message()
     assert plan.content.startswith("Mijn veiligheidsplan") and "• Ik slaap slecht" in plan.content
     assert labels(await client.next_message()) == ["Verder bij stap 2", "Opnieuw beginnen", "✋ Stop"]
+
+
+
+async def test_back_to_a_paused_plan_is_refused_to_someone_it_no_longer_belongs_to(
+    bot: RunningBot, emulator: BotApiEmulator
+):
+    """The fuzzer (seed 3868656000, not replayable: several chats at once) saw ↩ Back on a
+    paused plan reach the error handler for someone who was no longer a client. Whoever
+    presses it must still be allowed to begin the flow; here the person's record stops being
+    a client's between the pause and the press."""
+    client = await enrolled_client(bot, emulator)
+    await begin(client)
+    await answer_steps(client, 1, 1)
+    await client.send("/help")
+    help_text = await client.next_message()
+    assert "You paused your safety plan." in help_text.content
+    async with services(bot).sessions.begin() as session:
+        await session.execute(update(Person).where(Person.telegram_id == client.id).values(role=Role.STAFF))
+
+    await client.press("↩ Back to where I was", help_text)
+    await client.expect_silence(0.3)
+    assert client.callback_answers[-1]["text"] == services(bot).content.text("fallback.stale_button", "en")
+    assert not any(says(m, "errors.generic") for m in client.messages)
