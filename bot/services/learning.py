@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import Content, ContentError
+from bot.db.engine import single_read
 from bot.db.models import LearnProgress, Role, TherapistQuestion
 from bot.db.repositories import LinkRepository
 from bot.db.types import utcnow
@@ -113,6 +114,7 @@ class LearningService:
         if client_id is None:
             return set()
         async with self._sessions() as session:
+            await single_read(session)
             rows = await LearnRepository(session).progress_of(client_id)
         return {row.module_id for row in rows if row.completed_at is not None}
 
@@ -167,6 +169,7 @@ class LearningService:
     async def open_questions(self, client_id: int) -> list[OpenQuestion]:
         """For a summary: the client's questions not yet included in one, oldest first."""
         async with self._sessions() as session:
+            await single_read(session)
             rows = await LearnRepository(session).open_questions(client_id)
         return [OpenQuestion(r.id, r.client_id, r.module_id, r.page, r.created_at) for r in rows]
 
