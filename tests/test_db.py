@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -519,3 +520,75 @@ def test_sqlite_folder_that_cannot_be_created(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(DatabaseUnavailable, match="Cannot create the folder"):
         create_engine(f"sqlite:///{blocker}/sub/imrs.sqlite3")
+
+
+# -- PostgreSQL: pings only for idle connections (issue 16) -----------------------------------
+
+
+async def test_postgres_pings_only_connections_idle_for_a_while(
+    postgres_server_url: str, fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection given back moments ago is used without a ping; one idle for longer than
+    PING_IDLE_SECONDS is pinged, and if the server dropped it, replaced before the statement
+    (the statement never sees the dead connection)."""
+    import psycopg
+    from sqlalchemy.dialects.postgresql._psycopg_common import _PGDialect_common_psycopg
+
+    from bot.db import engine as engine_module
+
+    pings: list[int] = []
+    original = _PGDialect_common_psycopg.do_ping
+
+    def counted(self: Any, dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return original(self, dbapi_connection)
+
+    monkeypatch.setattr(_PGDialect_common_psycopg, "do_ping", counted)
+    monkeypatch.setattr(engine_module, "PING_IDLE_SECONDS", 0.3)
+    engine = create_engine(fresh_postgres_url, pool_size=1, max_overflow=0)
+    try:
+        async def backend_pid() -> int:
+            async with engine.connect() as connection:
+                return int((await connection.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+
+        first = await backend_pid()
+        assert await backend_pid() == first and pings == []  # reused at once: no ping
+        with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first,))
+        await asyncio.sleep(0.4)  # idle for longer than PING_IDLE_SECONDS
+        second = await backend_pid()  # pinged, found dead, replaced: no error
+        assert pings == [1] and second != first
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_single_read_sends_no_begin(fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """identify's one SELECT (bot.db.engine.single_read) goes without BEGIN and ROLLBACK; a
+    session that writes still gets its transaction."""
+    from psycopg._connection_base import BaseConnection
+
+    from bot.db.engine import session_factory, single_read
+
+    commands: list[bytes] = []
+    original = BaseConnection._exec_command
+
+    def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        commands.append(command.split()[0] if isinstance(command, bytes) else b"?")
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(BaseConnection, "_exec_command", counted)
+    engine = create_engine(fresh_postgres_url)
+    sessions = session_factory(engine)
+    try:
+        async with engine.connect():  # the dialect's first-connect queries
+            pass
+        commands.clear()
+        async with sessions() as session:
+            await single_read(session)
+            assert (await session.execute(sa.text("SELECT 1"))).scalar_one() == 1
+        assert commands == []
+        async with sessions.begin() as session:  # the same pooled connection, in a transaction again
+            await session.execute(sa.text("CREATE TEMPORARY TABLE t (a int)"))
+        assert commands == [b"BEGIN", b"COMMIT"]
+    finally:
+        await engine.dispose()

@@ -65,7 +65,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from bot.crypto.errors import MissingKek
 from bot.crypto.formats import new_data_key, unwrap_data_key, wrap_data_key
 from bot.crypto.keyring import Keyring, read_keyring
-from bot.db.engine import check_database, is_sqlite, normalize_url, safe_url
+from bot.db.engine import check_database, is_sqlite, normalize_url, ping_when_idle, safe_url
 from bot.db.errors import DatabaseUnavailable
 from bot.db.types import UTCDateTime, utcnow
 from bot.errors import KeyringError
@@ -153,8 +153,10 @@ def create_keystore_engine(url: str, *, for_migrations: bool = False, **kwargs: 
     # Wrapped keys must not appear in SQL logs (echo) or in exception messages.
     kwargs.setdefault("hide_parameters", True)
     if sa_url.get_backend_name() == "postgresql":
-        kwargs.setdefault("pool_pre_ping", True)
-        return _create_async_engine(sa_url, **kwargs)
+        engine = _create_async_engine(sa_url, **kwargs)
+        if not kwargs.get("pool_pre_ping"):
+            ping_when_idle(engine)  # pool_pre_ping only for connections idle a while
+        return engine
     if sa_url.get_backend_name() != "sqlite":
         raise ValueError("the key store must be a SQLite or PostgreSQL database")
     database = sa_url.database

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InvalidatePoolError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
@@ -95,8 +96,9 @@ def create_engine(url: str, *, for_migrations: bool = False, **kwargs: Any) -> A
     statements are emitted so that a migration run is atomic (the sqlite3
     driver's legacy mode would otherwise autocommit every DDL statement).
 
-    PostgreSQL: ``pool_pre_ping`` so that connections dropped by the server or
-    a proxy are replaced transparently.
+    PostgreSQL: a connection idle for more than :data:`PING_IDLE_SECONDS` is pinged when it
+    is taken from the pool (:func:`ping_when_idle`), so that connections dropped by the
+    server or a proxy are replaced transparently.
 
     Extra ``kwargs`` go to SQLAlchemy's ``create_async_engine`` (e.g. ``poolclass``).
     """
@@ -120,10 +122,49 @@ def create_engine(url: str, *, for_migrations: bool = False, **kwargs: Any) -> A
         return engine
 
     if backend == "postgresql":
-        kwargs.setdefault("pool_pre_ping", True)
-        return _create_async_engine(sa_url, **kwargs)
+        engine = _create_async_engine(sa_url, **kwargs)
+        if not kwargs.get("pool_pre_ping"):
+            ping_when_idle(engine)
+        return engine
 
     raise ValueError(f"unsupported database backend {backend!r}: use SQLite or PostgreSQL")
+
+
+#: A pooled PostgreSQL connection is pinged before use when it has been idle this long.
+PING_IDLE_SECONDS = 1.0
+
+
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float | None = None) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for connections idle for more than
+    ``idle_seconds`` (default :data:`PING_IDLE_SECONDS`).
+
+    ``pool_pre_ping`` pings at every checkout: on psycopg a ``SELECT 1`` round trip (and the
+    autocommit switches around it) before every session's own statements, a large part of
+    the round trips of an update (issue 16). A connection given back to the pool less than a
+    second ago was working then; one idle for longer (dropped by a proxy's idle timeout, a
+    server restarted meanwhile) is pinged as before. A failed ping, or a disconnect found by a
+    statement on a connection used just before the server went away, invalidates the whole
+    pool (SQLAlchemy's handling of both), so the other pooled connections are replaced too."""
+    limit = PING_IDLE_SECONDS if idle_seconds is None else idle_seconds
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= limit:
+            return  # new (just connected), or given back moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as err:
+            if dialect.is_disconnect(err, dbapi_connection, None):
+                raise InvalidatePoolError() from err  # a new connection, and the others replaced
+            raise
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, *, for_migrations: bool) -> None:
@@ -194,6 +235,17 @@ def _in_transaction(dbapi_connection: Any) -> bool:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for ``engine``; objects stay usable after commit (no implicit reloads in async)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def single_read(session: AsyncSession) -> None:
+    """Call first in a session that runs a single SELECT and writes nothing (it is not
+    committed): on PostgreSQL its connection is in autocommit, so the SELECT goes without the
+    BEGIN before it and the ROLLBACK after it (two round trips of three, issue 16). What it
+    reads is the same: under READ COMMITTED every statement sees what was committed when it
+    began, in a transaction or not. SQLite begins no transaction for a SELECT anyway (and
+    switching its mode would cost two hand-overs to aiosqlite's thread): nothing changes."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 @asynccontextmanager

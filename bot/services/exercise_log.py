@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.engine import single_read
 from bot.db.models import Person, ExerciseRun, Role, SafePlace
 from bot.db.types import utcnow
 from bot.services.people import Identity
@@ -157,6 +158,7 @@ class ExerciseLogService:
         """The actor's paused timed exercise: (run id, exercise, step), or None."""
         client_id = _client_id(actor)
         async with self._sessions() as session:
+            await single_read(session)
             rows = await ExerciseRunRepository(session).open_of(client_id)
         paused = [r for r in rows if r.run_message_id is None and r.run_step is not None]
         if not paused:
@@ -174,12 +176,14 @@ class ExerciseLogService:
     async def owns(self, actor: Identity, run_id: int) -> bool:
         client_id = _client_id(actor)
         async with self._sessions() as session:
+            await single_read(session)
             return await ExerciseRunRepository(session).get_of(run_id, client_id) is not None
 
     async def open_ids(self, actor: Identity) -> list[int]:
         """The actor's exercises not ended yet, oldest first."""
         client_id = _client_id(actor)
         async with self._sessions() as session:
+            await single_read(session)
             rows = await ExerciseRunRepository(session).open_of(client_id)
             return [row.id for row in sorted(rows, key=lambda r: r.started_at)]
 
@@ -189,6 +193,7 @@ class ExerciseLogService:
         if actor.role is not Role.CLIENT or actor.person_id is None:
             return None
         async with self._sessions() as session:
+            await single_read(session)
             rows = await ExerciseRunRepository(session).open_of(actor.person_id)
             ratings = [_int(row.distress_before) for row in rows]
             return max((r for r in ratings if r is not None), default=None)
@@ -210,6 +215,7 @@ class ExerciseLogService:
         """The actor's safe place ({"see", "hear", "feel"}), or None."""
         client_id = _client_id(actor)
         async with self._sessions() as session:
+            await single_read(session)
             place = await session.scalar(select(SafePlace).where(SafePlace.client_id == client_id))
             if place is None:
                 return None

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import Content, ContentError
+from bot.db.engine import single_read
 from bot.db.models import LearnProgress, Role, TherapistQuestion
 from bot.db.repositories import LinkRepository
 from bot.db.types import utcnow
@@ -113,6 +114,7 @@ class LearningService:
         if client_id is None:
             return set()
         async with self._sessions() as session:
+            await single_read(session)
             rows = await LearnRepository(session).progress_of(client_id)
         return {row.module_id for row in rows if row.completed_at is not None}
 
@@ -125,25 +127,26 @@ class LearningService:
         if not 1 <= page <= pages:
             raise ValueError("page out of range")
         now = utcnow()
+        # One UPDATE, so that concurrent presses never lower what was reached; the row is made
+        # first only when the UPDATE found none (the module's first page: no SELECT before).
+        reached = (
+            update(LearnProgress)
+            .where(LearnProgress.client_id == client_id, LearnProgress.module_id == module_id)
+            .values(
+                pages_read=case((LearnProgress.pages_read < page, page), else_=LearnProgress.pages_read),
+                completed_at=(
+                    func.coalesce(LearnProgress.completed_at, literal(now, LearnProgress.completed_at.type)) if page == pages else LearnProgress.completed_at
+                ),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
         async with self._sessions.begin() as session:
-            repo = LearnRepository(session)
-            if await repo.progress(client_id, module_id) is None:  # (a concurrent insert: no-op)
-                await repo.add_once(
+            if (await session.execute(reached)).rowcount == 0:  # type: ignore[attr-defined]
+                await LearnRepository(session).add_once(  # (a concurrent insert: no-op)
                     LearnProgress(client_id=client_id, module_id=module_id, pages_read=0, updated_at=now)
                 )
-            # One UPDATE, so that concurrent presses never lower what was reached.
-            await session.execute(
-                update(LearnProgress)
-                .where(LearnProgress.client_id == client_id, LearnProgress.module_id == module_id)
-                .values(
-                    pages_read=case((LearnProgress.pages_read < page, page), else_=LearnProgress.pages_read),
-                    completed_at=(
-                        func.coalesce(LearnProgress.completed_at, literal(now, LearnProgress.completed_at.type)) if page == pages else LearnProgress.completed_at
-                    ),
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
+                await session.execute(reached)
 
     # -- questions ----------------------------------------------------------------------------
 
@@ -166,6 +169,7 @@ class LearningService:
     async def open_questions(self, client_id: int) -> list[OpenQuestion]:
         """For a summary: the client's questions not yet included in one, oldest first."""
         async with self._sessions() as session:
+            await single_read(session)
             rows = await LearnRepository(session).open_questions(client_id)
         return [OpenQuestion(r.id, r.client_id, r.module_id, r.page, r.created_at) for r in rows]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.content import Content
+from bot.db.engine import single_read
 from bot.db.models import Role
 from bot.db.repositories import AuditRepository, PeopleRepository
 
@@ -50,6 +51,7 @@ class PeopleService:
         """One read: the stored person if any; admins from the configuration are admins even
         before their first /start creates their record."""
         async with self._sessions() as session:
+            await single_read(session)
             person = await PeopleRepository(session).get_by_telegram_id(telegram_id)
         role = Role(person.role) if person else None
         if telegram_id in self._admin_ids:
