@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, column, select, table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
@@ -97,12 +97,14 @@ async def _plainly_at_head(
     try:
         async with connect(engine) as connection:
             try:
-                rows = (await connection.execute(text(f"SELECT version_num FROM {version_table}"))).all()
+                versions: list[object] = list(
+                    (await connection.execute(select(column("version_num")).select_from(table(version_table)))).scalars()
+                )
             except SQLAlchemyError:  # no version table yet: the full path says what to do
                 return False
     finally:
         await engine.dispose()
-    return [row[0] for row in rows] == [head]
+    return versions == [head]
 
 
 def alembic_config(url: str | None = None) -> Config:
