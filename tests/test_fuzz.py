@@ -17,8 +17,8 @@ The path is the production one, minus the long poll: the bot runs through
 ``bot.runtime.run_bot`` (handlers, database, persistence, outbox, JobQueue) and its requests go
 through python-telegram-bot's HTTP client to the project's Bot API emulator; the updates the
 emulator creates are stored in the bot's durable inbox (``bot.inbox``), exactly where polling
-stores what getUpdates returns, and the inbox consumer processes them one at a time, in order,
-as in production. Two things are switched off because they only throttle: the bot-wide rate
+stores what getUpdates returns, and the inbox consumer processes them as in production (several chats' at once, each
+chat's in order). Two things are switched off because they only throttle: the bot-wide rate
 limiter's cap (``OUTBOX_RATE_PER_SECOND=995``, as the
 benchmarks do) and the emulator's flood control. ``FUZZ_VIA_POLLING=1`` sends the updates the
 whole way instead, through getUpdates, to compare the rates.
