@@ -55,6 +55,16 @@ def compare(results: dict[str, tuple[float, list[float]]], first: str, second: s
     return rates[first] / rates[second]
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) a process has used so far: this one, or a child by ``pid``
+    (from /proc, Linux). On a shared machine wall-clock rates follow the others' load; the CPU
+    a bot spends per update is the steadier figure."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def database_label(url: str) -> str:
     return "SQLite" if is_sqlite(url) else "PostgreSQL"
 

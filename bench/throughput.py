@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
 import sys
@@ -69,6 +70,7 @@ from bench.common import (  # noqa: E402
     Person,
     bench_database,
     bot_settings,
+    cpu_seconds,
     database_label,
     emulator_failures,
     latency_line,
@@ -228,6 +230,9 @@ class Result:
     flood: int = 0
     failed: int = 0
     off_script: int = 0
+    bot_cpu: float = 0.0
+    bench_cpu: float = 0.0
+    calls: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def rate(self) -> float:
@@ -239,19 +244,29 @@ class Result:
         extra += f", {self.off_script} replies without the button expected" if self.off_script else ""
         return f"  {self.label:<16} {self.rate:7.1f} updates/s, {latency_line(self.latencies)}{extra}"
 
+    def cpu_line(self) -> str:
+        """CPU per update: the bot's process, and this one's (the emulator and the clients)."""
+        return (f"  {self.label:<16} CPU {1000 * self.bot_cpu / self.updates:5.1f} ms per update in the bot, "
+                f"{1000 * self.bench_cpu / self.updates:4.1f} ms in the emulator and clients; Bot API calls per "
+                f"update {sum(self.calls.values()) / self.updates:.2f} ("
+                + ", ".join(f"{method} {n / self.updates:.2f}" for method, n in self.calls.most_common()) + ")")
+
 
 async def load(emulator: BotApiEmulator, chats: Chats, ids: list[int], episodes: list[list[Step]],
-               steps: int, label: str) -> Result:
+               steps: int, label: str, bot: BotProcess) -> Result:
     """Every client of ``ids`` does ``steps`` actions at once; the figures."""
     latencies: list[float] = []
     people = [Person(chats, emulator.user(i, first_name="C"), latencies) for i in ids]
     failures = len(emulator.state.failures)
+    bot_cpu, bench_cpu, calls = cpu_seconds(bot.pid), cpu_seconds(), len(emulator.state.calls)
     begin = time.perf_counter()
     await asyncio.gather(*(act(p, episodes, n, steps) for n, p in enumerate(people)))
     seconds = time.perf_counter() - begin
+    bot_cpu, bench_cpu = cpu_seconds(bot.pid) - bot_cpu, cpu_seconds() - bench_cpu
+    methods = collections.Counter(call.method for call in emulator.state.calls[calls:])
     flood, failed = emulator_failures(emulator, failures)
     result = Result(label, sum(p.actions for p in people), seconds, latencies, flood, failed,
-                    sum(p.off_script for p in people))
+                    sum(p.off_script for p in people), bot_cpu, bench_cpu, methods)
     print(f"{result.line()}  [{len(ids)} clients x {steps}]", file=sys.stderr, flush=True)
     return result
 
@@ -298,18 +313,18 @@ async def compare(url: str, args: argparse.Namespace, folder: Path) -> list[str]
             emulator.flood = NO_FLOOD if mode == "lifted" else TELEGRAM_FLOOD
             echo_base = base + 500_000
             kind = "echo" if mode == "lifted" else "echo-limited"
-            async with BotProcess(kind, values, log_file=folder / f"echo-{mode}.log"):
-                await load(emulator, chats, [echo_base + n for n in range(warm)], echo_mix(), 5, "warm-up")
+            async with BotProcess(kind, values, log_file=folder / f"echo-{mode}.log") as echo:
+                await load(emulator, chats, [echo_base + n for n in range(warm)], echo_mix(), 5, "warm-up", echo)
                 results[mode, "a"] = await load(emulator, chats, [echo_base + warm + n for n in range(args.clients)],
-                                                echo_mix(), steps, "(a) echo bot")
+                                                echo_mix(), steps, "(a) echo bot", echo)
             overrides = {"outbox_rate_per_second": 995} if mode == "lifted" else {}
             profile = args.profile / f"bot-{database_label(url)}-{mode}.pstats" if args.profile else None
             async with BotProcess("bot", {**values, **overrides}, log_file=folder / f"bot-{mode}.log",
-                                  profile=profile):
+                                  profile=profile) as ours:
                 warming = range(warm if mode == "lifted" else warm // 2)  # every step of the mix once
-                await load(emulator, chats, [base + n for n in warming], mix(), 23, "warm-up")
+                await load(emulator, chats, [base + n for n in warming], mix(), 23, "warm-up", ours)
                 results[mode, "b"] = await load(emulator, chats, [base + warm + n for n in range(args.clients)],
-                                                mix(), steps, "(b) this bot")
+                                                mix(), steps, "(b) this bot", ours)
         for mode, title in (("lifted", "cap lifted (OUTBOX_RATE_PER_SECOND=995, no flood control)"),
                             ("cap", "at the cap (defaults: 30 messages/s; emulator at Telegram's limits)")):
             if mode not in blocks:
@@ -317,7 +332,7 @@ async def compare(url: str, args: argparse.Namespace, folder: Path) -> list[str]
             a, b = results[mode, "a"], results[mode, "b"]
             lines.append(f" {title}, {blocks[mode][1]} actions each:")
             lines += [a.line(), b.line(), f"  b / a            {b.rate / a.rate:7.2f}"
-                      + ("   (goal >= 0.8)" if mode == "lifted" else "")]
+                      + ("   (goal >= 0.8)" if mode == "lifted" else ""), a.cpu_line(), b.cpu_line()]
     return lines
 
 
