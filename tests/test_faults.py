@@ -29,7 +29,7 @@ import psycopg
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
-from bot.db import engine as engine_module
+from bot.db import sqlite_inline
 from bot.db.delivery_models import OutboxKind, OutboxMessage, OutboxState
 from bot.db.models import AuditEvent, ConsentRecord, Invite, Person, Role, TherapistClientLink
 from bot.db.repositories import ConversationStateRepository
@@ -455,11 +455,8 @@ BUSY_MS = 200
 
 @pytest.fixture
 def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    pragmas = tuple(
-        f"PRAGMA busy_timeout={BUSY_MS}" if p.startswith("PRAGMA busy_timeout") else p
-        for p in engine_module._SQLITE_PRAGMAS  # noqa: SLF001
-    )
-    monkeypatch.setattr(engine_module, "_SQLITE_PRAGMAS", pragmas)
+    """How long the bot's statements wait for a write lock (bot.db.sqlite_inline), shortened."""
+    monkeypatch.setattr(sqlite_inline, "BUSY_SECONDS", BUSY_MS / 1000)
 
 
 def sqlite_file(database_url: str) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from bot.db.errors import DatabaseUnavailable
+from bot.db.sqlite_inline import inline
 
 # scheme (lower-cased, without driver) -> the async SQLAlchemy dialect+driver we use
 _ASYNC_DRIVERS: dict[str, str] = {
@@ -30,13 +31,15 @@ _ASYNC_DRIVERS: dict[str, str] = {
 }
 
 # Applied to every new SQLite connection. WAL lets readers run alongside the
-# writer; busy_timeout makes a second writer wait instead of failing at once;
-# NORMAL synchronous is durable enough in WAL mode and much faster than FULL.
+# writer; NORMAL synchronous is durable enough in WAL mode and much faster than FULL.
+# A second writer waits instead of failing at once: for up to 5 s in SQLite's busy
+# handler on migration connections (aiosqlite's thread), and in bot.db.sqlite_inline,
+# yielding to the event loop, on the others.
 _SQLITE_PRAGMAS: tuple[str, ...] = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=5000",
     "PRAGMA synchronous=NORMAL",
 )
+_MIGRATION_BUSY_TIMEOUT = "PRAGMA busy_timeout=5000"
 
 
 def normalize_url(url: str) -> str:
@@ -86,7 +89,9 @@ def create_engine(url: str, *, for_migrations: bool = False, **kwargs: Any) -> A
 
     SQLite: the parent folder of the database file is created (failing that
     raises :class:`DatabaseUnavailable`), and every new connection gets WAL
-    mode, ``foreign_keys=ON``, ``busy_timeout=5000`` and ``synchronous=NORMAL``.
+    mode, ``foreign_keys=ON`` and ``synchronous=NORMAL``, and runs its statements on
+    the event loop's thread (:mod:`bot.db.sqlite_inline`: waiting up to 5 s for another
+    writer without blocking the loop).
 
     ``for_migrations=True`` (SQLite only; used by bot.db.migrate and env.py) changes two
     things for the migration run: foreign keys are left OFF, because Alembic's
@@ -175,9 +180,11 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, for_migrations: bool) -> None:
         if for_migrations:
             # Let SQLAlchemy (the "begin" hook below) decide when transactions start.
             dbapi_connection.isolation_level = None
+        else:
+            inline(dbapi_connection)  # (busy_timeout=0: it waits for locks itself)
         cursor = dbapi_connection.cursor()
         try:
-            for pragma in _SQLITE_PRAGMAS:
+            for pragma in _SQLITE_PRAGMAS + ((_MIGRATION_BUSY_TIMEOUT,) if for_migrations else ()):
                 cursor.execute(pragma)
             cursor.execute(f"PRAGMA foreign_keys={'OFF' if for_migrations else 'ON'}")
         finally:
