@@ -49,15 +49,13 @@ _FIRST_WAIT, _LONGEST_WAIT = 0.001, 0.05
 _T = TypeVar("_T")
 
 
+_SQLITE_BUSY_SNAPSHOT = 517  # SQLITE_BUSY | (2 << 8)
+
+
 def _retryable(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY and its extended codes, except BUSY_SNAPSHOT (waiting cannot help it)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:  # (Python before 3.11 did not say; the message does)
-        return "database is locked" in str(exc)
+    code = exc.sqlite_errorcode
     return code & 0xFF == sqlite3.SQLITE_BUSY and code != _SQLITE_BUSY_SNAPSHOT
-
-
-_SQLITE_BUSY_SNAPSHOT = 517  # SQLITE_BUSY | (2 << 8)
 
 
 async def _when_free(call: Callable[[], _T]) -> _T:
